@@ -1,0 +1,37 @@
+"""Attention blocks, networks and the network registry.
+
+Importing the package registers every network, so :func:`create_network` knows them all.
+"""
+
+from __future__ import annotations
+
+from .registry import build_segmentation_network, create_network, list_networks, register_network  # noqa: I001
+from .blocks import (
+    ATTENTION_BLOCKS,
+    ChannelAttention,
+    ProgressiveAttention,
+    SliceAttention,
+    attention_needs_slices,
+    get_attention_block,
+    key_slice_mask,
+    list_attention_blocks,
+    register_attention,
+)
+from .nets import AttentionUNet
+
+__all__ = [
+    "ATTENTION_BLOCKS",
+    "AttentionUNet",
+    "ChannelAttention",
+    "ProgressiveAttention",
+    "SliceAttention",
+    "attention_needs_slices",
+    "build_segmentation_network",
+    "create_network",
+    "get_attention_block",
+    "key_slice_mask",
+    "list_attention_blocks",
+    "list_networks",
+    "register_attention",
+    "register_network",
+]

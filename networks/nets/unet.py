@@ -1,0 +1,263 @@
+"""The UNet of the PAM paper with a pluggable attention block after every encoder and decoder level.
+
+Backbone as in "Progressive attention module for segmentation of volumetric medical images",
+Medical Physics 49(1):295-308, 2022, https://doi.org/10.1002/mp.15369 (there a 3D UNet with
+channels 16, 32, 64, 128); one class serves 2D and 3D.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from monai.networks.blocks import Convolution
+from monai.networks.layers.factories import Conv, Pool
+
+from networks.blocks.attention import attention_needs_slices, get_attention_block
+from networks.blocks.pam import _normalise_slice_axis
+from networks.registry import register_network
+
+__all__ = ["AttentionUNet"]
+
+_INTERP_MODES = ("nearest", "linear", "bilinear", "trilinear")
+
+
+class _DoubleConv(nn.Sequential):
+    """Two 3x3 convolutions, each conv (bias) -> act -> norm [-> dropout]."""
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        mid_channels: int,
+        out_channels: int,
+        act: str | tuple,
+        norm: str | tuple,
+        bias: bool,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        drop = dropout if dropout > 0 else None
+        for name, c_in, c_out in (("conv_0", in_channels, mid_channels), ("conv_1", mid_channels, out_channels)):
+            conv = Convolution(
+                spatial_dims,
+                c_in,
+                c_out,
+                kernel_size=3,
+                adn_ordering="AND",
+                act=act,
+                norm=norm,
+                dropout=drop,
+                bias=bias,
+            )
+            self.add_module(name, conv)
+
+
+class _EncoderLevel(nn.Module):
+    """[max-pool 2 ->] double conv -> attention."""
+
+    def __init__(self, pool: nn.Module, convs: nn.Module, attention: nn.Module) -> None:
+        super().__init__()
+        self.pool = pool
+        self.convs = convs
+        self.attention = attention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(self.convs(self.pool(x)))
+
+
+class _DecoderLevel(nn.Module):
+    """Interpolate to the skip's size -> concatenate [skip, up] -> double conv -> attention."""
+
+    def __init__(self, convs: nn.Module, attention: nn.Module, mode: str, align_corners: bool | None) -> None:
+        super().__init__()
+        self.convs = convs
+        self.attention = attention
+        self.mode = mode
+        self.align_corners = align_corners
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(x, size=skip.shape[2:], mode=self.mode, align_corners=self.align_corners)
+        return self.attention(self.convs(torch.cat([skip, up], dim=1)))
+
+
+@register_network("unet")
+class AttentionUNet(nn.Module):
+    """UNet of the PAM paper with an attention block after every encoder and decoder level.
+
+    Not to be confused with MONAI's :class:`monai.networks.nets.AttentionUnet`, which gates the
+    skip connections (Oktay et al.); here ``attention`` names a block from
+    :mod:`networks.blocks.attention` (``"none"``, ``"se"``, ``"pam"``, ...) placed after the double
+    conv of every encoder level (the deepest acting as the bottleneck) and of every decoder level:
+    ``2 * len(features) - 1`` blocks, 7 for the default.
+
+    - encoder level ``i``: [max-pool 2 ->] conv3x3 ``-> max(features[i] // 2, c_in)`` -> conv3x3
+      ``-> features[i]``, each conv with bias -> act -> norm (the original's order);
+    - decoder level ``i``: interpolate to the skip's size (``align_corners=False``), concatenate
+      ``[skip, up]``, conv3x3 ``-> features[i]`` -> conv3x3 ``-> features[i]``;
+    - head: 1x1 conv to ``out_channels`` logits, no activation.
+
+    Slice-sized blocks such as ``"pam"`` need ``patch_size``: the block of level ``i`` is built for
+    ``patch_size[slice_axis] // 2**i`` slices and the network only accepts inputs of that depth
+    (use sliding-window inference with ``roi_size=patch_size``).
+
+    Paper: Medical Physics 49(1):295-308, 2022, https://doi.org/10.1002/mp.15369
+
+    Example::
+
+        >>> net = AttentionUNet(spatial_dims=3, in_channels=4, out_channels=3, patch_size=(48, 48, 32))
+        >>> net(torch.rand(1, 4, 48, 48, 32)).shape
+        torch.Size([1, 3, 48, 48, 32])
+        >>> net2d = AttentionUNet(spatial_dims=2, in_channels=1, out_channels=2, attention="se")
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 4,
+        out_channels: int = 3,
+        features: Sequence[int] = (16, 32, 64, 128),
+        attention: str = "pam",
+        patch_size: Sequence[int] | None = None,
+        slice_axis: int = -1,
+        act: str | tuple = ("prelu", {}),
+        norm: str | tuple = ("instance", {"affine": True}),
+        bias: bool = True,
+        upsample: str = "trilinear",
+        attention_kwargs: dict | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        """
+        Args:
+            spatial_dims: number of spatial dimensions, 2 or 3. Defaults to 3.
+            in_channels: number of input channels. Defaults to 4 (BraTS modalities).
+            out_channels: number of output channels (logits). Defaults to 3.
+            features: channels per level, at least two levels. Defaults to ``(16, 32, 64, 128)``.
+            attention: registered attention block name. Defaults to ``"pam"``.
+            patch_size: spatial size of the training patch; required by slice-sized attention
+                (``"pam"``), whose depth ``patch_size[slice_axis]`` must be divisible by
+                ``2 ** (len(features) - 1)``.
+            slice_axis: index of the slice axis among the spatial dims. Defaults to -1 (Z of MONAI's
+                ``(B, C, X, Y, Z)``).
+            act: activation type and arguments. Defaults to PReLU.
+            norm: normalisation type and arguments. Defaults to affine instance norm.
+            bias: whether the convolutions have a bias. Defaults to True.
+            upsample: interpolation mode of the decoder: ``"trilinear"`` (default), ``"bilinear"``
+                and ``"linear"`` all mean (bi/tri)linear for ``spatial_dims``; or ``"nearest"``.
+            attention_kwargs: options of the attention block, e.g. ``{"slice_reduction": 16,
+                "channel_reduction": 8, "pool": "avg"}`` for ``"pam"``.
+            dropout: dropout ratio after each conv unit. Defaults to no dropout.
+
+        Raises:
+            ValueError: on an unsupported ``spatial_dims``, fewer than two ``features``, an unknown
+                ``attention`` or ``upsample``, a ``patch_size`` of the wrong length, or a missing or
+                indivisible ``patch_size`` for slice-sized attention.
+        """
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"AttentionUNet supports spatial_dims 2 or 3, got spatial_dims={spatial_dims}.")
+        features = tuple(int(f) for f in features)
+        if len(features) < 2 or min(features) < 1:
+            raise ValueError(f"features must hold at least two positive channel numbers, got features={features}.")
+        if upsample not in _INTERP_MODES:
+            raise ValueError(f"upsample must be one of {_INTERP_MODES}, got upsample={upsample!r}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got dropout={dropout}.")
+        axis = _normalise_slice_axis(slice_axis, spatial_dims)
+        levels = len(features)
+        needs_slices = attention_needs_slices(attention)
+        if patch_size is not None:
+            patch_size = tuple(int(p) for p in patch_size)
+            if len(patch_size) != spatial_dims:
+                raise ValueError(
+                    f"patch_size must have spatial_dims={spatial_dims} entries, got patch_size={patch_size}."
+                )
+        depth = -1
+        if needs_slices:
+            if patch_size is None:
+                raise ValueError(
+                    f"attention={attention!r} is sized by the patch depth: pass patch_size (the training "
+                    "patch / sliding-window roi size)."
+                )
+            depth = patch_size[axis]
+            factor = 2 ** (levels - 1)
+            if depth % factor != 0:
+                raise ValueError(
+                    f"attention={attention!r} with {levels} levels needs patch_size[slice_axis={slice_axis}] "
+                    f"divisible by {factor}, got patch_size={patch_size}."
+                )
+
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.features = features
+        self.attention = attention
+        self.patch_size = patch_size
+        self.slice_axis = slice_axis
+        self._slice_dim: int = 2 + axis
+        self._expected_depth: int = depth
+        self._patch_desc: str = (
+            f"AttentionUNet(attention={attention!r}) was built for patch_size={patch_size} "
+            f"(depth {depth} along slice axis {slice_axis})"
+        )
+        mode = upsample if upsample == "nearest" else ("bilinear" if spatial_dims == 2 else "trilinear")
+        align_corners = None if mode == "nearest" else False
+        attention_kwargs = dict(attention_kwargs or {})
+
+        def make_attention(channels: int, level: int) -> nn.Module:
+            num_slices = depth // 2**level if needs_slices else None
+            return get_attention_block(
+                attention, spatial_dims, channels, num_slices=num_slices, slice_axis=slice_axis, **attention_kwargs
+            )
+
+        encoder = []
+        c_in = in_channels
+        for level, c_out in enumerate(features):
+            pool = nn.Identity() if level == 0 else Pool["max", spatial_dims](kernel_size=2)
+            convs = _DoubleConv(spatial_dims, c_in, max(c_out // 2, c_in), c_out, act, norm, bias, dropout)
+            encoder.append(_EncoderLevel(pool, convs, make_attention(c_out, level)))
+            c_in = c_out
+        self.encoder = nn.ModuleList(encoder)
+
+        decoder = []
+        for level in range(levels - 2, -1, -1):
+            c_out = features[level]
+            convs = _DoubleConv(spatial_dims, c_out + c_in, c_out, c_out, act, norm, bias, dropout)
+            decoder.append(_DecoderLevel(convs, make_attention(c_out, level), mode, align_corners))
+            c_in = c_out
+        self.decoder = nn.ModuleList(decoder)
+
+        self.head = Conv["conv", spatial_dims](features[0], out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            x: input of shape ``(B, in_channels, *spatial)``; with slice-sized attention its depth
+                along ``slice_axis`` must be ``patch_size[slice_axis]``.
+
+        Returns:
+            logits of shape ``(B, out_channels, *spatial)``.
+
+        Raises:
+            ValueError: when ``x`` has the wrong number of dims, or the wrong depth for slice-sized attention.
+        """
+        if x.ndim != self.spatial_dims + 2:
+            raise ValueError(
+                f"AttentionUNet(spatial_dims={self.spatial_dims}) expects input (B, C, *spatial) with "
+                f"{self.spatial_dims + 2} dims, got shape {list(x.shape)}."
+            )
+        if self._expected_depth > 0 and x.shape[self._slice_dim] != self._expected_depth:
+            raise ValueError(
+                f"{self._patch_desc} but got depth {x.shape[self._slice_dim]} (input shape {list(x.shape)}); "
+                "feed patches of patch_size, e.g. sliding-window inference with roi_size=patch_size."
+            )
+        skips: list[torch.Tensor] = []
+        for level in self.encoder:
+            x = level(x)
+            skips.append(x)
+        for i, level in enumerate(self.decoder):
+            x = level(x, skips[-2 - i])
+        return self.head(x)

@@ -1,0 +1,110 @@
+"""Attention blocks built by name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+from monai.networks.blocks import ChannelSELayer
+
+from networks.blocks.attention import (
+    ATTENTION_BLOCKS,
+    attention_needs_slices,
+    get_attention_block,
+    list_attention_blocks,
+    register_attention,
+)
+from networks.blocks.pam import ProgressiveAttention
+
+SHAPES = [(3, (2, 16, 6, 5, 8)), (2, (2, 16, 6, 8)), (2, (1, 16, 5, 8))]
+
+
+def test_registered_names():
+    assert {"none", "se", "pam"} <= set(ATTENTION_BLOCKS)
+    assert list_attention_blocks() == sorted(ATTENTION_BLOCKS)
+    assert attention_needs_slices("pam") and attention_needs_slices("PAM")
+    assert not attention_needs_slices("se") and not attention_needs_slices("none")
+
+
+def test_none_is_identity():
+    block = get_attention_block("none", 3, 16)
+    assert isinstance(block, nn.Identity)
+
+
+def test_se_is_monai_channel_se_with_r8():
+    block = get_attention_block("se", 3, 32)
+    assert isinstance(block, ChannelSELayer)
+    first, second = block.fc[0], block.fc[2]
+    assert (first.in_features, first.out_features, second.out_features) == (32, 4, 32)
+    assert not block.add_residual
+    x = torch.randn(2, 32, 4, 4, 4)
+    w = torch.sigmoid(second(torch.relu(first(x.mean(dim=(2, 3, 4))))))
+    torch.testing.assert_close(block(x), x * w[:, :, None, None, None])
+    # r clamps for narrow layers, and can be set
+    assert get_attention_block("se", 3, 4).fc[0].out_features == 1
+    assert get_attention_block("se", 2, 32, r=2).fc[0].out_features == 16
+    with pytest.raises(ValueError, match=r"r=0"):
+        get_attention_block("se", 3, 32, r=0)
+
+
+def test_pam_options_are_passed_through():
+    block = get_attention_block(
+        "Pam", 3, 32, num_slices=16, slice_axis=0, slice_reduction=4, channel_reduction=2, pool="max"
+    )
+    assert isinstance(block, ProgressiveAttention)
+    sa = block.slice_attention
+    assert (sa.channels, sa.num_slices, sa.hidden, sa.pool, sa.slice_axis) == (32, 16, 4, "max", 0)
+    assert block.channel_attention.fc[0].out_features == 16
+    with pytest.raises(ValueError, match=r"'pam'.*num_slices"):
+        get_attention_block("pam", 3, 32)
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTION_BLOCKS))
+@pytest.mark.parametrize("spatial_dims, shape", SHAPES)
+def test_every_block_keeps_the_shape(name, spatial_dims, shape):
+    block = get_attention_block(name, spatial_dims, shape[1], num_slices=shape[-1])
+    x = torch.randn(*shape)
+    assert block(x).shape == x.shape
+
+
+def test_unknown_name_lists_available():
+    with pytest.raises(ValueError, match=r"unknown attention block 'cbam9'.*'none'.*'pam'.*'se'"):
+        get_attention_block("cbam9", 3, 16)
+
+
+def test_unknown_option_is_rejected():
+    with pytest.raises(ValueError, match=r"\['slice_reduction'\].*'se'"):
+        get_attention_block("se", 3, 16, slice_reduction=4)
+    with pytest.raises(ValueError, match=r"'pam'"):
+        get_attention_block("pam", 3, 16, num_slices=8, r=4)
+
+
+def test_register_attention_decorator():
+    @register_attention("test_scale", needs_slices=True)
+    def _build(spatial_dims, channels, num_slices=None, slice_axis=-1, factor=2.0):
+        class Scale(nn.Module):
+            def forward(self, x):
+                return x * factor
+
+        return Scale()
+
+    try:
+        assert "test_scale" in list_attention_blocks() and attention_needs_slices("test_scale")
+        block = get_attention_block("test_scale", 3, 4, num_slices=2, factor=3.0)
+        torch.testing.assert_close(block(torch.ones(1, 4, 2, 2, 2)), torch.full((1, 4, 2, 2, 2), 3.0))
+        with pytest.raises(ValueError, match=r"already registered"):
+            register_attention("TEST_SCALE")(_build)
+    finally:
+        ATTENTION_BLOCKS.pop("test_scale", None)
+        from networks.blocks import attention
+
+        attention._NEEDS_SLICES.discard("test_scale")
+    assert "test_scale" not in list_attention_blocks()
+
+
+def test_package_reexports():
+    import networks
+
+    for name in ("get_attention_block", "register_attention", "ProgressiveAttention", "SliceAttention",
+                 "ChannelAttention", "key_slice_mask"):
+        assert hasattr(networks, name) and name in networks.__all__
