@@ -150,7 +150,9 @@ def _nifti_header(path: str) -> tuple[tuple[int, ...], np.ndarray]:
     except Exception as e:  # nibabel raises many types for damaged files
         raise DatasetError(f"{path}: unreadable NIfTI file ({type(e).__name__}: {e}).") from e
     if not _payload_complete(path, expected):
-        raise DatasetError(f"{path}: truncated NIfTI file (its header announces {expected} bytes of header and voxel data).")
+        raise DatasetError(
+            f"{path}: truncated NIfTI file (its header announces {expected} bytes of header and voxel data)."
+        )
     return _spatial_shape(shape), affine
 
 
@@ -356,11 +358,17 @@ def segmentation_datalist(
                 _check_label_values(label, allowed_labels)
             item["label"] = label
         elif require_label:
-            raise DatasetError(f"{image} has no mask: expected {os.path.join(mask_dir, stem + '.nii.gz')} (or a suffix {MASK_SUFFIXES}).")
+            raise DatasetError(
+                f"{image} has no mask: expected {os.path.join(mask_dir, stem + '.nii.gz')} "
+                f"(or a suffix {MASK_SUFFIXES})."
+            )
         items.append(item)
     orphans = sorted(set(masks) - used)
     if orphans:
-        raise DatasetError(f"{masks[orphans[0]]} matches no image in {image_dir} (pairing: same name, optionally with a suffix {MASK_SUFFIXES}).")
+        raise DatasetError(
+            f"{masks[orphans[0]]} matches no image in {image_dir} "
+            f"(pairing: same name, optionally with a suffix {MASK_SUFFIXES})."
+        )
     return _sorted_by_case(items)
 
 
@@ -444,11 +452,16 @@ def _attach_boxes(items: list[dict], root: str, box_file: str) -> None:
             continue  # an image of a class that is not used (e.g. normal)
         cls = row[1].strip().lower()
         if cls and cls != item["class_name"]:
-            raise DatasetError(f"{where}: class {row[1].strip()!r} disagrees with the folder of {item['image']} ({item['class_name']}).")
+            raise DatasetError(
+                f"{where}: class {row[1].strip()!r} disagrees with the folder of {item['image']} "
+                f"({item['class_name']})."
+            )
         width, height = item["size"]
         for x1, y1, x2, y2 in boxes:
             if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
-                raise DatasetError(f"{where}: box {[x1, y1, x2, y2]} is empty or outside {item['image']} of size {width}x{height}.")
+                raise DatasetError(
+                    f"{where}: box {[x1, y1, x2, y2]} is empty or outside {item['image']} of size {width}x{height}."
+                )
         item["boxes"].extend(boxes)
 
 
@@ -489,7 +502,9 @@ def busi_datalist(
     """
     root = _check_root(root, "BUSI", _BUSI_LAYOUT)
     classes = busi_class_names(include_normal)
-    folders = {name.lower(): os.path.join(root, name) for name in _listdir(root) if os.path.isdir(os.path.join(root, name))}
+    folders = {
+        name.lower(): os.path.join(root, name) for name in _listdir(root) if os.path.isdir(os.path.join(root, name))
+    }
     items = []
     for label, cls in enumerate(classes):
         folder = folders.get(cls)
@@ -509,7 +524,9 @@ def busi_datalist(
         if not images:
             raise DatasetError(f"no images found in class folder {folder}; expected {_BUSI_LAYOUT}.")
         for stem in sorted(set(masks) - set(images)):
-            raise DatasetError(f"mask {masks[stem][0][1]} has no image: expected {os.path.join(folder, stem + '.png')}.")
+            raise DatasetError(
+                f"mask {masks[stem][0][1]} has no image: expected {os.path.join(folder, stem + '.png')}."
+            )
         for stem, image in images.items():
             size = _png_size(image)
             mask_paths = [p for _, p in sorted(masks.get(stem, []))]
@@ -519,9 +536,12 @@ def busi_datalist(
                 mask_size = _png_size(mask)
                 if mask_size != size:
                     raise DatasetError(
-                        f"size mismatch: mask {mask} is {mask_size[0]}x{mask_size[1]} but image {image} is {size[0]}x{size[1]} (width x height)."
+                        f"size mismatch: mask {mask} is {mask_size[0]}x{mask_size[1]} but image {image} is "
+                        f"{size[0]}x{size[1]} (width x height)."
                     )
-            items.append({"image": image, "masks": mask_paths, "label": label, "class_name": cls, "case_id": stem, "size": size})
+            items.append(
+                {"image": image, "masks": mask_paths, "label": label, "class_name": cls, "case_id": stem, "size": size}
+            )
     if box_file is not None:
         _attach_boxes(items, root, box_file)
     for item in items:
@@ -537,7 +557,11 @@ _CXR_LAYOUT = f"<root>/images/*.png (or <root>/images_001/images/*.png, ...) and
 
 def _cxr_images(root: str) -> dict[str, str]:
     """``{file name: path}`` of the PNGs in ``images`` and ``images_*/images`` (or ``images_*``)."""
-    patterns = [os.path.join(root, "images", "*.png"), os.path.join(root, "images_*", "images", "*.png"), os.path.join(root, "images_*", "*.png")]
+    patterns = [
+        os.path.join(root, "images", "*.png"),
+        os.path.join(root, "images_*", "images", "*.png"),
+        os.path.join(root, "images_*", "*.png"),
+    ]
     found: dict[str, str] = {}
     for pattern in patterns:
         for path in sorted(glob.glob(pattern)):

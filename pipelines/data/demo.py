@@ -195,7 +195,9 @@ def _brats_affine(index: int, shape: tuple[int, int, int], rng: np.random.Genera
     return affine
 
 
-def _brats_case(index: int, shape: tuple[int, int, int], seed: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def _brats_case(
+    index: int, shape: tuple[int, int, int], seed: int
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """One BraTS-like case: (modality -> float32 volume, uint8 segmentation, affine)."""
     rng = _rng(seed, 0, index)
     ext = np.asarray(shape, float)
@@ -247,7 +249,8 @@ def make_brats_demo(root: str, num_cases: int = 8, shape: Sequence[int] = (64, 6
 
     Cases are named ``Brats18_DEMO_<index>_1`` (index from 0). Images are float32 with 1 mm
     spacing, the segmentation uint8 with labels {0, 1, 2, 4}; every fourth case (index 3, 7, ...)
-    is LGG-like and has no necrotic core (label 1). Even-indexed cases use a RAS affine, odd ones
+    is LGG-like and has no necrotic core (label 1); in very small volumes (below ~32 voxels per
+    axis) other cases may lack it too, as the core is kept inside a ring at least 2 voxels thick. Even-indexed cases use a RAS affine, odd ones
     an LPS affine (``diag(-1, -1, 1)``), both with a non-zero origin. Zero outside the brain.
 
     Args:
@@ -350,7 +353,9 @@ def _hvsmr_case(index: int, shape: tuple[int, int, int], seed: int) -> tuple[np.
     # voxel spacing ~0.9 mm in-plane, slightly thicker slices
     spacing = np.array([rng.uniform(0.85, 0.95)] * 2 + [rng.uniform(0.95, 1.15)])
     grids = np.ogrid[tuple(slice(0, s) for s in shape)]
-    body = ((grids[0] - (ext[0] - 1) / 2) / (0.48 * ext[0])) ** 2 + ((grids[1] - (ext[1] - 1) / 2) / (0.44 * ext[1])) ** 2 < 1.0
+    body = ((grids[0] - (ext[0] - 1) / 2) / (0.48 * ext[0])) ** 2 + (
+        (grids[1] - (ext[1] - 1) / 2) / (0.44 * ext[1])
+    ) ** 2 < 1.0
     body = np.broadcast_to(body, shape)
     lungs = np.zeros(shape, bool)
     for side in (-1.0, 1.0):
@@ -366,7 +371,12 @@ def _hvsmr_case(index: int, shape: tuple[int, int, int], seed: int) -> tuple[np.
     d_lv = _ellipsoid_distance(shape, lv_centre, ext * np.array([0.11, 0.14, 0.2]) * scale)
     d_rv = _ellipsoid_distance(shape, rv_centre, ext * np.array([0.1, 0.15, 0.18]) * scale)
     ventricles = (d_lv < 1.0) | (d_rv < 1.0)
-    atria = _ellipsoid_distance(shape, heart_centre + np.array([0.0, 0.07, 0.2]) * ext, ext * np.array([0.2, 0.11, 0.09]) * scale) < 1.0
+    atria = (
+        _ellipsoid_distance(
+            shape, heart_centre + np.array([0.0, 0.07, 0.2]) * ext, ext * np.array([0.2, 0.11, 0.09]) * scale
+        )
+        < 1.0
+    )
     # ascending aorta: a tube rising from the left ventricle to the top of the volume
     aorta_xy = lv_centre[:2] + np.array([-0.05, 0.13]) * ext[:2]
     aorta_r = 0.07 * ext[0] * scale
@@ -444,7 +454,9 @@ def _busi_background(rng: np.random.Generator, size: int) -> np.ndarray:
     return ndimage.gaussian_filter(tissue, 1.0)
 
 
-def _busi_lesion(rng: np.random.Generator, size: int, centre: np.ndarray, radii: np.ndarray, malignant: bool) -> np.ndarray:
+def _busi_lesion(
+    rng: np.random.Generator, size: int, centre: np.ndarray, radii: np.ndarray, malignant: bool
+) -> np.ndarray:
     """Binary lesion: a smooth oval (benign) or an irregular spiculated blob (malignant)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(float)
     dy, dx = (yy - centre[0]) / radii[0], (xx - centre[1]) / radii[1]
@@ -460,7 +472,9 @@ def _busi_lesion(rng: np.random.Generator, size: int, centre: np.ndarray, radii:
     return rho < boundary
 
 
-def _busi_image(rng: np.random.Generator, size: int, cls: str, satellite: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _busi_image(
+    rng: np.random.Generator, size: int, cls: str, satellite: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     tissue = _busi_background(rng, size)
     mask = np.zeros((size, size), bool)
     satellite_mask = None
@@ -480,7 +494,9 @@ def _busi_image(rng: np.random.Generator, size: int, cls: str, satellite: bool) 
             sat_centre = centre + (radii.max() * 1.6 + 0.06 * size) * np.array([np.sin(angle) * 0.5, np.cos(angle)])
             sat_centre = np.clip(sat_centre, 0.1 * size, 0.9 * size)
             sat_radii = np.full(2, rng.uniform(0.035, 0.05) * size)
-            satellite_mask = _busi_lesion(rng, size, sat_centre, sat_radii, False) & ~ndimage.binary_dilation(mask, iterations=2)
+            satellite_mask = _busi_lesion(rng, size, sat_centre, sat_radii, False) & ~ndimage.binary_dilation(
+                mask, iterations=2
+            )
             lesions.append(satellite_mask)
         rows = np.arange(size, dtype=float)[:, None]
         for lesion in lesions:
@@ -503,7 +519,9 @@ def _busi_image(rng: np.random.Generator, size: int, cls: str, satellite: bool) 
     return _to_uint8(image), mask, satellite_mask
 
 
-def make_busi_demo(root: str, num_per_class: int = 8, size: int = 128, seed: int = 0, include_normal: bool = True) -> str:
+def make_busi_demo(
+    root: str, num_per_class: int = 8, size: int = 128, seed: int = 0, include_normal: bool = True
+) -> str:
     """Write a BUSI-like dataset ``<root>/{benign,malignant,normal}/<cls> (N).png``.
 
     Masks are 0/255 8-bit PNGs ``<cls> (N)_mask.png``; every fourth lesion image (N = 4, 8, ...)
@@ -525,7 +543,7 @@ def make_busi_demo(root: str, num_per_class: int = 8, size: int = 128, seed: int
         ValueError: for a bad ``num_per_class``, ``size`` or ``seed``.
     """
     num_per_class = _check_count(num_per_class, "num_per_class")
-    size = _check_shape((size,), 1, "size", minimum=32)[0]
+    size = _check_count(size, "size", minimum=32)
     root = os.fspath(root)
     classes = _BUSI_CLASS_ORDER if include_normal else _BUSI_CLASS_ORDER[:2]
     for cls in classes:
@@ -545,7 +563,9 @@ def make_busi_demo(root: str, num_per_class: int = 8, size: int = 128, seed: int
             pil.save(os.path.join(folder, f"{stem}.png"))
             Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(os.path.join(folder, f"{stem}_mask.png"))
             if satellite_mask is not None:
-                Image.fromarray(satellite_mask.astype(np.uint8) * 255, mode="L").save(os.path.join(folder, f"{stem}_mask_1.png"))
+                Image.fromarray(satellite_mask.astype(np.uint8) * 255, mode="L").save(
+                    os.path.join(folder, f"{stem}_mask_1.png")
+                )
     return root
 
 
@@ -654,7 +674,7 @@ def make_chestxray14_demo(root: str, num_patients: int = 24, size: int = 128, se
         ValueError: for a bad ``num_patients``, ``size`` or ``seed``.
     """
     num_patients = _check_count(num_patients, "num_patients")
-    size = _check_shape((size,), 1, "size", minimum=32)[0]
+    size = _check_count(size, "size", minimum=32)
     root = os.fspath(root)
     os.makedirs(os.path.join(root, "images"), exist_ok=True)
     rows = [_CXR_HEADER]
@@ -666,7 +686,9 @@ def make_chestxray14_demo(root: str, num_patients: int = 24, size: int = 128, se
         for follow_up, finding in enumerate(_cxr_findings(rng, patient_type, num_images)):
             name = f"{pid:08d}_{follow_up:03d}.png"
             image_rng = _rng(seed, 5, pid * 1000 + follow_up)
-            Image.fromarray(_cxr_image(image_rng, size, finding.split("|")), mode="L").save(os.path.join(root, "images", name))
+            Image.fromarray(_cxr_image(image_rng, size, finding.split("|")), mode="L").save(
+                os.path.join(root, "images", name)
+            )
             view = "PA" if image_rng.random() < 0.7 else "AP"
             width, height = int(image_rng.integers(2000, 3056)), int(image_rng.integers(2000, 3056))
             rows.append(f"{name},{finding},{follow_up},{pid},{age},{gender},{view},{width},{height},0.143,0.143,")
@@ -693,7 +715,9 @@ def demo_root() -> str:
     Returns:
         ``$PIPELINES_DEMO_DIR`` if set, else ``~/.cache/attention-mis/demo``.
     """
-    return os.path.expanduser(os.environ.get("PIPELINES_DEMO_DIR") or os.path.join("~", ".cache", "attention-mis", "demo"))
+    return os.path.expanduser(
+        os.environ.get("PIPELINES_DEMO_DIR") or os.path.join("~", ".cache", "attention-mis", "demo")
+    )
 
 
 def _jsonable(value: Any) -> Any:

@@ -182,7 +182,11 @@ def test_brats_truncated_uncompressed_file(brats):
 def test_brats_shape_mismatch(brats):
     path = _case_file(brats, "t2")
     _rewrite(path, data=np.zeros((24, 24, 18), np.float32))
-    with pytest.raises(DatasetError, match=rf"shape mismatch: {esc(_case_file(brats, 't1'))} has shape \(24, 24, 20\) but {esc(path)} has shape \(24, 24, 18\)"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"shape mismatch: {esc(_case_file(brats, 't1'))} has shape \(24, 24, 20\) "
+        rf"but {esc(path)} has shape \(24, 24, 18\)",
+    ):
         brats_datalist(brats)
 
 
@@ -191,7 +195,9 @@ def test_brats_affine_mismatch(brats):
     affine = nib.load(path).affine.copy()
     affine[0, 3] += 0.5
     _rewrite(path, affine=affine)
-    with pytest.raises(DatasetError, match=f"affine mismatch: {esc(_case_file(brats, 't1'))} has affine .* but {esc(path)} has affine"):
+    with pytest.raises(
+        DatasetError, match=f"affine mismatch: {esc(_case_file(brats, 't1'))} has affine .* but {esc(path)} has affine"
+    ):
         brats_datalist(brats)
     # differences within the tolerance are accepted
     affine[0, 3] -= 0.5 - 1e-4
@@ -204,7 +210,9 @@ def test_brats_unexpected_label(brats):
     seg = np.asarray(nib.load(path).dataobj).copy()
     seg[0, 0, :2] = 3
     _rewrite(path, data=seg)
-    with pytest.raises(DatasetError, match=rf"{esc(path)}: unexpected label values \[3\]; allowed values are \[0, 1, 2, 4\]"):
+    with pytest.raises(
+        DatasetError, match=rf"{esc(path)}: unexpected label values \[3\]; allowed values are \[0, 1, 2, 4\]"
+    ):
         brats_datalist(brats)
     assert len(brats_datalist(brats, check_labels=False)) == 3
 
@@ -221,7 +229,9 @@ def test_brats_float_labels(brats):
 
 
 def test_brats_empty_and_missing_root(tmp_path):
-    with pytest.raises(DatasetError, match=rf"no BraTS cases found under {esc(tmp_path)}; expected <root>/<Case>/<Case>_\{{t1,t1ce"):
+    with pytest.raises(
+        DatasetError, match=rf"no BraTS cases found under {esc(tmp_path)}; expected <root>/<Case>/<Case>_\{{t1,t1ce"
+    ):
         brats_datalist(str(tmp_path))
     with pytest.raises(DatasetError, match=f"BraTS root {esc(tmp_path / 'nope')} does not exist"):
         brats_datalist(str(tmp_path / "nope"))
@@ -234,7 +244,11 @@ def test_brats_empty_and_missing_root(tmp_path):
 def test_malc_and_hvsmr_datalists(malc_src, hvsmr_src):
     items = malc_datalist(malc_src)
     assert items == [
-        {"image": os.path.join(malc_src, "images", f"{c}.nii.gz"), "label": os.path.join(malc_src, "masks", f"{c}.nii.gz"), "case_id": c}
+        {
+            "image": os.path.join(malc_src, "images", f"{c}.nii.gz"),
+            "label": os.path.join(malc_src, "masks", f"{c}.nii.gz"),
+            "case_id": c,
+        }
         for c in ("1000_3", "1001_3")
     ]
     items = hvsmr_datalist(hvsmr_src)
@@ -248,10 +262,14 @@ def test_segmentation_pairing_suffixes_and_natural_order(malc_src, tmp_path):
     os.rename(os.path.join(masks, "1000_3.nii.gz"), os.path.join(masks, "1000_3_glm.nii.gz"))
     for n in (2, 10):  # natural order: case 2 before case 10
         shutil.copy(os.path.join(root, "images", "1001_3.nii.gz"), os.path.join(root, "images", f"case{n}.nii"))
-        with gzip.open(os.path.join(masks, "1001_3.nii.gz")) as f, open(os.path.join(masks, f"case{n}_seg.nii"), "wb") as out:
+        with gzip.open(os.path.join(masks, "1001_3.nii.gz")) as f, open(
+            os.path.join(masks, f"case{n}_seg.nii"), "wb"
+        ) as out:
             out.write(f.read())
     # the copied images are gzip data with a .nii name: unreadable
-    with pytest.raises(DatasetError, match=f"{esc(os.path.join(root, 'images', 'case10.nii'))}: (unreadable|truncated)"):
+    with pytest.raises(
+        DatasetError, match=f"{esc(os.path.join(root, 'images', 'case10.nii'))}: (unreadable|truncated)"
+    ):
         malc_datalist(root)
     for n in (2, 10):
         path = os.path.join(root, "images", f"case{n}.nii")
@@ -273,7 +291,11 @@ def test_segmentation_missing_ambiguous_and_orphan_masks(malc_src, tmp_path):
         malc_datalist(root)
     os.remove(os.path.join(masks, "1000_4.nii.gz"))
     os.remove(os.path.join(masks, "1001_3.nii.gz"))
-    with pytest.raises(DatasetError, match=f"{esc(os.path.join(root, 'images', '1001_3.nii.gz'))} has no mask: expected {esc(os.path.join(masks, '1001_3.nii.gz'))}"):
+    with pytest.raises(
+        DatasetError,
+        match=f"{esc(os.path.join(root, 'images', '1001_3.nii.gz'))} has no mask: "
+        f"expected {esc(os.path.join(masks, '1001_3.nii.gz'))}",
+    ):
         malc_datalist(root)
     items = malc_datalist(root, require_label=False)
     assert "label" in items[0] and "label" not in items[1]
@@ -290,14 +312,19 @@ def test_segmentation_label_shape_and_affine_errors(hvsmr_src, malc_src, tmp_pat
     label = np.asarray(nib.load(mask).dataobj).copy()
     label[0, 0, 0] = 3
     _rewrite(mask, data=label)
-    with pytest.raises(DatasetError, match=rf"{esc(mask)}: unexpected label values \[3\]; allowed values are \[0, 1, 2\]"):
+    with pytest.raises(
+        DatasetError, match=rf"{esc(mask)}: unexpected label values \[3\]; allowed values are \[0, 1, 2\]"
+    ):
         hvsmr_datalist(root)
     assert len(hvsmr_datalist(root, check_labels=False)) == 2
     # the same mask is fine for MALC's label set
     assert len(segmentation_datalist(root, allowed_labels=range(11))) == 2
 
     _rewrite(mask, data=label[:, :, :-2])
-    with pytest.raises(DatasetError, match=rf"shape mismatch: {esc(image)} has shape \(24, 24, 20\) but {esc(mask)} has shape \(24, 24, 18\)"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"shape mismatch: {esc(image)} has shape \(24, 24, 20\) but {esc(mask)} has shape \(24, 24, 18\)",
+    ):
         hvsmr_datalist(root)
     affine = nib.load(image).affine.copy()
     affine[:3, :3] *= 1.1
@@ -368,7 +395,9 @@ def test_busi_unreadable_and_orphans(busi_src, tmp_path):
     with open(image, "wb") as f:
         f.write(data)
     os.remove(os.path.join(root, "benign", "benign (2).png"))
-    with pytest.raises(DatasetError, match=f"mask {esc(os.path.join(root, 'benign', 'benign (2)_mask.png'))} has no image"):
+    with pytest.raises(
+        DatasetError, match=f"mask {esc(os.path.join(root, 'benign', 'benign (2)_mask.png'))} has no image"
+    ):
         busi_datalist(root)
     os.remove(os.path.join(root, "benign", "benign (2)_mask.png"))
     os.remove(os.path.join(root, "benign", "benign (3)_mask.png"))
@@ -470,14 +499,19 @@ def test_chestxray14_nih_folders_and_odd_columns(cxr_src, tmp_path):
     (root / "Data_Entry_2017.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     items = chestxray14_datalist(str(root))
     reference = chestxray14_datalist(cxr_src)
-    assert [(it["case_id"], it["label"], it["patient_id"]) for it in items] == [(it["case_id"], it["label"], it["patient_id"]) for it in reference]
+    assert [(it["case_id"], it["label"], it["patient_id"]) for it in items] == [
+        (it["case_id"], it["label"], it["patient_id"]) for it in reference
+    ]
     assert items[1]["image"] == str(root / "images_002" / "images" / items[1]["case_id"])
 
 
 def test_chestxray14_missing_image(cxr_src, tmp_path):
     root = _copy(cxr_src, tmp_path / "cxr")
     os.remove(os.path.join(root, "images", "00000002_000.png"))
-    with pytest.raises(DatasetError, match=rf"{esc(os.path.join(root, 'Data_Entry_2017.csv'))}, line \d+: image 00000002_000\.png is missing"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"{esc(os.path.join(root, 'Data_Entry_2017.csv'))}, line \d+: image 00000002_000\.png is missing",
+    ):
         chestxray14_datalist(root)
 
 

@@ -160,13 +160,18 @@ def test_malc_layout_labels_and_intensities(tmp_path):
         means = np.sort([image[label == k].mean() for k in range(1, 11)])
         assert np.diff(means).min() > 0.02 * (means[-1] - means[0])
     again = make_malc_demo(str(tmp_path / "again"), num_cases=1, shape=(40, 48, 40), seed=3)
-    assert _load(os.path.join(again, "images", "1000_3.nii.gz")).tobytes() == _load(os.path.join(root, "images", "1000_3.nii.gz")).tobytes()
+    assert (
+        _load(os.path.join(again, "images", "1000_3.nii.gz")).tobytes()
+        == _load(os.path.join(root, "images", "1000_3.nii.gz")).tobytes()
+    )
 
 
 def test_hvsmr_layout_labels_and_intensities(tmp_path):
     root = make_hvsmr_demo(str(tmp_path / "hvsmr"), num_cases=2, shape=(40, 40, 32), seed=0)
     assert sorted(os.listdir(os.path.join(root, "images"))) == [f"training_axial_crop_pat{i}.nii.gz" for i in range(2)]
-    assert sorted(os.listdir(os.path.join(root, "masks"))) == [f"training_axial_crop_pat{i}-label.nii.gz" for i in range(2)]
+    assert sorted(os.listdir(os.path.join(root, "masks"))) == [
+        f"training_axial_crop_pat{i}-label.nii.gz" for i in range(2)
+    ]
     for i in range(2):
         img = nib.load(os.path.join(root, "images", f"training_axial_crop_pat{i}.nii.gz"))
         image = np.asarray(img.dataobj)
@@ -180,7 +185,10 @@ def test_hvsmr_layout_labels_and_intensities(tmp_path):
         # the myocardium is a thin shell (<= 3 mm) around the blood pool
         assert ndimage.distance_transform_edt(label != 2, sampling=spacing)[label == 1].max() <= 3.0
     other = make_hvsmr_demo(str(tmp_path / "other"), num_cases=1, shape=(40, 40, 32), seed=1)
-    assert not np.array_equal(_load(os.path.join(other, "masks", "training_axial_crop_pat0-label.nii.gz")), _load(os.path.join(root, "masks", "training_axial_crop_pat0-label.nii.gz")))
+    assert not np.array_equal(
+        _load(os.path.join(other, "masks", "training_axial_crop_pat0-label.nii.gz")),
+        _load(os.path.join(root, "masks", "training_axial_crop_pat0-label.nii.gz")),
+    )
 
 
 # ------------------------------------------------------------------------------------- BUSI
@@ -195,7 +203,11 @@ def test_busi_file_names_and_quirks(busi_root):
     modes = {n: Image.open(os.path.join(busi_root, "benign", f"benign ({n}).png")).mode for n in range(1, 6)}
     assert modes == {1: "L", 2: "RGB", 3: "RGBA", 4: "L", 5: "RGB"}
     rgb = np.asarray(Image.open(os.path.join(busi_root, "benign", "benign (2).png")))
-    assert rgb.shape == (96, 96, 3) and np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
+    assert (
+        rgb.shape == (96, 96, 3)
+        and np.array_equal(rgb[..., 0], rgb[..., 1])
+        and np.array_equal(rgb[..., 0], rgb[..., 2])
+    )
     rgba = np.asarray(Image.open(os.path.join(busi_root, "benign", "benign (3).png")))
     assert rgba.shape == (96, 96, 4) and np.all(rgba[..., 3] == 255)
     assert np.array_equal(_gray(os.path.join(busi_root, "benign", "benign (3).png")), rgba[..., 0])
@@ -237,7 +249,10 @@ def test_busi_deterministic_and_without_normal(busi_root, tmp_path):
     for name in ("benign (1).png", "benign (4)_mask_1.png"):
         assert np.array_equal(_gray(os.path.join(root, "benign", name)), _gray(os.path.join(busi_root, "benign", name)))
     other = make_busi_demo(str(tmp_path / "other"), num_per_class=1, size=96, seed=5)
-    assert not np.array_equal(_gray(os.path.join(other, "benign", "benign (1).png")), _gray(os.path.join(busi_root, "benign", "benign (1).png")))
+    assert not np.array_equal(
+        _gray(os.path.join(other, "benign", "benign (1).png")),
+        _gray(os.path.join(busi_root, "benign", "benign (1).png")),
+    )
 
 
 # ------------------------------------------------------------------------------ ChestX-ray14

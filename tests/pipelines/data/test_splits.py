@@ -81,6 +81,23 @@ def test_groups_stay_together_and_stratified():
             assert abs(counts[label] - n / 5) <= 5
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_pure_groups_are_balanced_per_class(seed):
+    rng = np.random.default_rng(seed)
+    labels, groups = [], []
+    for p in range(60):  # every patient has one class and 1-4 images
+        label = int(rng.integers(3))
+        for _ in range(int(rng.integers(1, 5))):
+            labels.append(label)
+            groups.append(p)
+    items = _items(labels, groups)
+    folds = kfold_assignments(items, 4, stratify_key="label", group_key="patient_id", seed=seed)
+    overall = Counter(labels)
+    for fold in range(4):
+        counts = Counter(lab for lab, f in zip(labels, folds) if f == fold)
+        assert all(abs(counts[lab] - n / 4) < 4 for lab, n in overall.items())  # less than one largest group
+
+
 def test_deterministic_and_seeded():
     items = _patients()
     a = kfold_assignments(items, 4, stratify_key="label", group_key="patient_id", seed=3)
