@@ -8,7 +8,7 @@ import re
 
 from ignite.engine import Engine
 
-__all__ = ["LAST_CHECKPOINT_PREFIX", "latest_checkpoint", "BestMetricState"]
+__all__ = ["LAST_CHECKPOINT_PREFIX", "latest_checkpoint", "attach_handlers", "BestMetricState"]
 
 #: ``CheckpointSaver`` writes interval checkpoints as ``checkpoint_epoch=<N>.pt``; the bundles keep the last one.
 LAST_CHECKPOINT_PREFIX = "checkpoint_epoch="
@@ -53,3 +53,18 @@ class BestMetricState:
     def load_state_dict(self, state_dict: dict) -> None:
         self.engine.state.best_metric = state_dict["best_metric"]
         self.engine.state.best_metric_epoch = state_dict["best_metric_epoch"]
+
+
+def attach_handlers(engine: Engine, handlers) -> Engine:
+    """Attach handlers that refer to ``engine`` itself (so cannot be passed to its constructor in a config).
+
+    Disabled config components arrive as ``None`` and are skipped. Handlers are attached in order, so put a
+    ``CheckpointLoader`` first.
+
+    Returns:
+        the engine, for chaining in config expressions.
+    """
+    for handler in handlers or ():
+        if handler is not None:
+            handler.attach(engine)
+    return engine

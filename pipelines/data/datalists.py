@@ -245,8 +245,9 @@ def brats_datalist(root: str, require_label: bool = True, check_labels: bool = T
 
     Returns:
         Items ``{"image": [t1, t1ce, t2, flair], "label": seg, "case_id": <Case>,
-        "grade": "HGG" | "LGG" | None}`` sorted by case id; ``grade`` is the name of the folder
-        holding the case folder when it is ``HGG`` or ``LGG`` (any case), else None.
+        "grade": "HGG" | "LGG" | "unknown"}`` sorted by case id; ``grade`` is the name of the folder
+        holding the case folder when it is ``HGG`` or ``LGG`` (any case), else ``"unknown"`` (a string,
+        not None, so that items collate in a DataLoader and can stratify splits).
 
     Raises:
         DatasetError: missing root, no cases, a missing modality or segmentation, an unreadable
@@ -279,7 +280,7 @@ def brats_datalist(root: str, require_label: bool = True, check_labels: bool = T
             _check_label_values(label, BRATS_LABELS)
 
         parent = os.path.basename(os.path.dirname(folder)).upper()
-        item: dict[str, Any] = {"image": image, "case_id": case, "grade": parent if parent in ("HGG", "LGG") else None}
+        item: dict[str, Any] = {"image": image, "case_id": case, "grade": parent if parent in ("HGG", "LGG") else "unknown"}
         if label is not None:
             item["label"] = label
         items[case] = item

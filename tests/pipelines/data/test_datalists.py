@@ -91,7 +91,7 @@ def test_brats_flat_layout(brats_src):
     first = items[0]
     assert first["image"] == [_case_file(brats_src, m) for m in BRATS_MODALITIES]
     assert first["label"] == _case_file(brats_src, "seg")
-    assert first["grade"] is None and set(first) == {"image", "label", "case_id", "grade"}
+    assert first["grade"] == "unknown" and set(first) == {"image", "label", "case_id", "grade"}
 
 
 def test_brats_official_layout_and_nii(brats, tmp_path):
