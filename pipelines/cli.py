@@ -12,12 +12,12 @@ __all__ = ["DEMO_OVERRIDES", "run_bundle", "demo", "main"]
 
 #: Overrides that shrink the BraTS bundle to the demo data and a CPU budget (the configs are otherwise the real ones).
 DEMO_OVERRIDES: dict = {
-    "roi_size": [64, 64, 48],
-    "network_def#features": [16, 32, 64, 128],
-    "epochs": 12,
-    "val_interval": 4,
+    "roi_size": [48, 48, 32],
+    "network_def#features": [8, 16, 32, 64],
+    "epochs": 60,
+    "val_interval": 5,
     "learning_rate": 0.003,
-    "lr_step_epochs": 10,
+    "lr_step_epochs": 45,
     "cache_rate": 1.0,
     "num_workers": 0,
     "batch_size": 2,
@@ -76,7 +76,7 @@ def demo(output_dir: str = "runs/demo", data_dir: str | None = None, epochs: int
 
     start = time.time()
     output = Path(output_dir).resolve()
-    dataset_dir = ensure_demo_dataset("brats", root=data_dir, num_cases=10, seed=seed)
+    dataset_dir = ensure_demo_dataset("brats", root=data_dir, seed=seed)
     print(f"[demo] BraTS-layout demo data: {dataset_dir}")
     overrides = dict(DEMO_OVERRIDES, dataset_dir=dataset_dir, output_dir=str(output), seed=seed)
     if epochs is not None:

@@ -26,9 +26,22 @@ class DiceBCELoss(DiceCELoss):
             raise ValueError("DiceBCELoss is for sigmoid outputs; got softmax=True (use monai.losses.DiceCELoss).")
         super().__init__(**kwargs)
 
-    def ce(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean binary cross-entropy over all channels and voxels; ``input`` are logits ``(B, C, *spatial)``."""
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            input: logits ``(B, C, *spatial)``.
+            target: binary multi-label target of the same shape.
+
+        Raises:
+            ValueError: when the target is not shaped like the input (e.g. a label map ``(B, 1, ...)``).
+        """
         if target.shape != input.shape:
-            raise ValueError(f"DiceBCELoss needs one-hot/multi-label targets shaped like the input, got target "
-                             f"{tuple(target.shape)} for input {tuple(input.shape)}.")
+            raise ValueError(
+                f"DiceBCELoss needs multi-label targets shaped like the input, got target {tuple(target.shape)} "
+                f"for input {tuple(input.shape)}."
+            )
+        return super().forward(input, target)
+
+    def ce(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean binary cross-entropy over all channels and voxels (the hook MONAI's class uses softmax CE in)."""
         return self.bce(input, target)
