@@ -311,6 +311,24 @@ def _malc_case(index: int, shape: tuple[int, int, int], seed: int) -> tuple[np.n
     return image.astype(np.float32), label, _random_affine(rng, shape, (1.0, 1.0, 1.0))
 
 
+def _write_images_masks(root, num_cases, shape, seed, make_case, names) -> str:
+    """Write ``<root>/images/<image name>`` and ``<root>/masks/<mask name>`` for ``make_case(index, shape, seed)``.
+
+    ``names(index)`` gives the (image, mask) file names; shared by the MALC and HVSMR generators.
+    """
+    num_cases = _check_count(num_cases, "num_cases")
+    shape = _check_shape(shape, 3, "shape")
+    root = os.fspath(root)
+    os.makedirs(os.path.join(root, "images"), exist_ok=True)
+    os.makedirs(os.path.join(root, "masks"), exist_ok=True)
+    for index in range(num_cases):
+        image, label, affine = make_case(index, shape, seed)
+        image_name, mask_name = names(index)
+        _save_nifti(os.path.join(root, "images", image_name), image, affine)
+        _save_nifti(os.path.join(root, "masks", mask_name), label, affine)
+    return root
+
+
 def make_malc_demo(root: str, num_cases: int = 6, shape: Sequence[int] = (48, 56, 48), seed: int = 0) -> str:
     """Write a MALC-like dataset ``<root>/images/<id>.nii.gz`` + ``<root>/masks/<id>.nii.gz``.
 
@@ -331,17 +349,9 @@ def make_malc_demo(root: str, num_cases: int = 6, shape: Sequence[int] = (48, 56
     Raises:
         ValueError: for a bad ``num_cases``, ``shape`` or ``seed``.
     """
-    num_cases = _check_count(num_cases, "num_cases")
-    shape = _check_shape(shape, 3, "shape")
-    root = os.fspath(root)
-    os.makedirs(os.path.join(root, "images"), exist_ok=True)
-    os.makedirs(os.path.join(root, "masks"), exist_ok=True)
-    for index in range(num_cases):
-        image, label, affine = _malc_case(index, shape, seed)
-        name = f"{1000 + index}_3.nii.gz"
-        _save_nifti(os.path.join(root, "images", name), image, affine)
-        _save_nifti(os.path.join(root, "masks", name), label, affine)
-    return root
+    return _write_images_masks(
+        root, num_cases, shape, seed, _malc_case, lambda i: (f"{1000 + i}_3.nii.gz", f"{1000 + i}_3.nii.gz")
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,16 +433,14 @@ def make_hvsmr_demo(root: str, num_cases: int = 6, shape: Sequence[int] = (48, 4
     Raises:
         ValueError: for a bad ``num_cases``, ``shape`` or ``seed``.
     """
-    num_cases = _check_count(num_cases, "num_cases")
-    shape = _check_shape(shape, 3, "shape")
-    root = os.fspath(root)
-    os.makedirs(os.path.join(root, "images"), exist_ok=True)
-    os.makedirs(os.path.join(root, "masks"), exist_ok=True)
-    for index in range(num_cases):
-        image, label, affine = _hvsmr_case(index, shape, seed)
-        _save_nifti(os.path.join(root, "images", f"training_axial_crop_pat{index}.nii.gz"), image, affine)
-        _save_nifti(os.path.join(root, "masks", f"training_axial_crop_pat{index}-label.nii.gz"), label, affine)
-    return root
+    return _write_images_masks(
+        root,
+        num_cases,
+        shape,
+        seed,
+        _hvsmr_case,
+        lambda i: (f"training_axial_crop_pat{i}.nii.gz", f"training_axial_crop_pat{i}-label.nii.gz"),
+    )
 
 
 # --------------------------------------------------------------------------------------------
