@@ -18,10 +18,13 @@ from .blocks import (
     register_attention,
 )
 from .nets import AttentionUNet
+from .nets import LANet, ResNetClassifier
 
 __all__ = [
     "ATTENTION_BLOCKS",
     "AttentionUNet",
+    "LANet",
+    "ResNetClassifier",
     "ChannelAttention",
     "ProgressiveAttention",
     "SliceAttention",

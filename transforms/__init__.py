@@ -2,6 +2,29 @@
 
 from __future__ import annotations
 
+from .busi import (
+    BoxesToMaskd,
+    DilateMaskd,
+    LoadBUSId,
+    MasksToBoxesd,
+    PartialAnnotationd,
+    RandResizedCropd,
+    busi_eval_transforms,
+    busi_train_transforms,
+)
 from .brats import BRATS_REGIONS, BratsRegionsToLabels, BratsRegionsToLabelsd, regions_from_labels
 
-__all__ = ["BRATS_REGIONS", "BratsRegionsToLabels", "BratsRegionsToLabelsd", "regions_from_labels"]
+__all__ = [
+    "BoxesToMaskd",
+    "DilateMaskd",
+    "LoadBUSId",
+    "MasksToBoxesd",
+    "PartialAnnotationd",
+    "RandResizedCropd",
+    "busi_eval_transforms",
+    "busi_train_transforms",
+    "BRATS_REGIONS",
+    "BratsRegionsToLabels",
+    "BratsRegionsToLabelsd",
+    "regions_from_labels",
+]

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .unet import AttentionUNet
+from .lanet import LANet, ResNetClassifier, ResNetFeatures
 
-__all__ = ["AttentionUNet"]
+__all__ = ["AttentionUNet", "LANet", "ResNetClassifier", "ResNetFeatures"]
