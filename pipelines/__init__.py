@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import bundles, checkpoints, data, handlers, losses
+from . import bundles, checkpoints, data, handlers, losses, recipes
 from .bundles import bundle_root
 
-__all__ = ["bundle_root", "bundles", "checkpoints", "data", "handlers", "losses"]
+__all__ = ["bundle_root", "bundles", "checkpoints", "data", "handlers", "losses", "recipes"]

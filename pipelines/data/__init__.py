@@ -16,6 +16,7 @@ from .datalists import (
     busi_datalist,
     chestxray14_datalist,
     hvsmr_datalist,
+    image_folder_datalist,
     malc_datalist,
     segmentation_datalist,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "demo_root",
     "ensure_demo_dataset",
     "hvsmr_datalist",
+    "image_folder_datalist",
     "kfold_assignments",
     "kfold_split",
     "make_brats_demo",

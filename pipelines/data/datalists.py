@@ -306,6 +306,27 @@ def _nifti_files(folder: str) -> dict[str, str]:
     return files
 
 
+def image_folder_datalist(folder: str) -> list[dict]:
+    """Datalist of the NIfTI volumes of one folder, for inference on new images (no labels).
+
+    Args:
+        folder: a folder of ``*.nii.gz`` / ``*.nii`` files.
+
+    Returns:
+        ``[{"image": path, "case_id": stem}, ...]`` sorted by case id.
+
+    Raises:
+        DatasetError: when the folder is missing, holds no NIfTI file, or a file is unreadable or truncated.
+    """
+    folder = _check_root(folder, "image", "<folder>/*.nii.gz")
+    files = _nifti_files(folder)
+    if not files:
+        raise DatasetError(f"{folder}: no NIfTI images (*.nii.gz, *.nii) found.")
+    for path in files.values():
+        _nifti_header(path)
+    return _sorted_by_case({"image": path, "case_id": stem} for stem, path in files.items())
+
+
 def segmentation_datalist(
     root: str, allowed_labels: Sequence[int], require_label: bool = True, check_labels: bool = True
 ) -> list[dict]:
