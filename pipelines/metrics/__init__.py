@@ -2,6 +2,23 @@
 
 from __future__ import annotations
 
+from .classification import (
+    ClassificationMetrics,
+    accuracy,
+    balanced_accuracy,
+    bootstrap_ci,
+    classification_report,
+    confusion_matrix,
+    expected_calibration_error,
+    f1_score,
+    per_class_rates,
+    precision,
+    predict_labels,
+    roc_auc,
+    roc_auc_per_class,
+    sensitivity,
+    specificity,
+)
 from .segmentation import (
     SEGMENTATION_METRICS,
     SurfaceDistances,
@@ -16,6 +33,21 @@ from .segmentation import (
 )
 
 __all__ = [
+    "ClassificationMetrics",
+    "accuracy",
+    "balanced_accuracy",
+    "bootstrap_ci",
+    "classification_report",
+    "confusion_matrix",
+    "expected_calibration_error",
+    "f1_score",
+    "per_class_rates",
+    "precision",
+    "predict_labels",
+    "roc_auc",
+    "roc_auc_per_class",
+    "sensitivity",
+    "specificity",
     "SEGMENTATION_METRICS",
     "SurfaceDistances",
     "SurfaceMetrics",
