@@ -541,7 +541,7 @@ class RandResizedCropd(RandomizableTransform, MapTransform):
         spatial_size: see :class:`RandResizedCrop`.
         scale: see :class:`RandResizedCrop`.
         ratio: see :class:`RandResizedCrop`.
-        mode: interpolation per key (``"bilinear"`` for the image, ``"nearest"`` for the mask).
+        mode: interpolation per key (``"bilinear"`` for the image, ``"nearest-exact"`` for the mask (pixel-centre aligned with bilinear)).
         anti_aliasing: per key.
         prob: see :class:`RandResizedCrop`.
         allow_missing_keys: don't raise for missing keys.
@@ -677,7 +677,7 @@ def busi_train_transforms(
     """LA-Net training pipeline for :func:`~pipelines.data.datalists.busi_datalist` items.
 
     Load (merge masks) -> [boxes replace masks] -> [partial annotation] -> rotate by 90/180/270 (``rotate_prob``)
-    -> random resized crop to ``image_size`` (image bilinear, mask nearest) -> dilate the mask by ``dilate``
+    -> random resized crop to ``image_size`` (image bilinear, mask nearest-exact) -> dilate the mask by ``dilate``
     pixels of the ``image_size`` grid -> horizontal and vertical flips -> brightness (``v * (1 + f)``,
     ``|f| <= brightness``) and contrast (scaling about the mean, ``|f| <= contrast``) jitter of the image,
     clipped to [0, 255] -> [-1, 1].
@@ -708,7 +708,7 @@ def busi_train_transforms(
     steps += [
         RandRotate90d(keys, prob=rotate_prob, max_k=3, spatial_axes=(0, 1)),
         RandResizedCropd(
-            keys, image_size, scale=crop_scale, ratio=crop_ratio, mode=("bilinear", "nearest"),
+            keys, image_size, scale=crop_scale, ratio=crop_ratio, mode=("bilinear", "nearest-exact"),
             anti_aliasing=(True, False),
         ),
     ]
@@ -733,7 +733,7 @@ def busi_eval_transforms(
     partial_seed: int = 0,
 ) -> Compose:
     """LA-Net evaluation pipeline: load -> resize the short side to ``image_size`` (image bilinear with
-    anti-aliasing, mask nearest) -> centre crop ``image_size`` -> [-1, 1]. Deterministic.
+    anti-aliasing, mask nearest-exact) -> centre crop ``image_size`` -> [-1, 1]. Deterministic.
 
     The weak/partial options exist for evaluating on the training images with the training labels; test
     sets keep the defaults (the full masks). Output keys as :func:`busi_train_transforms`.
@@ -742,7 +742,7 @@ def busi_eval_transforms(
     steps: list = [LoadBUSId("image")]
     steps += _weak_and_partial(use_boxes, annotated_fraction, annotated_ids, partial_seed)
     steps += [
-        ResizeShortSided(keys, image_size, mode=("bilinear", "nearest"), anti_aliasing=(True, False)),
+        ResizeShortSided(keys, image_size, mode=("bilinear", "nearest-exact"), anti_aliasing=(True, False)),
         CenterSpatialCropd(keys, roi_size=image_size),
     ]
     return Compose(steps + _finish())
