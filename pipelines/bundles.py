@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["REPO_ROOT", "bundle_root", "brats_output_name", "list_bundles"]
+__all__ = ["REPO_ROOT", "bundle_root", "brats_output_name", "check_output_dir", "list_bundles"]
 
 #: Repository root when the packages are used from a clone (editable install or ``PYTHONPATH``).
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -58,3 +58,23 @@ def brats_output_name(metadict: dict, saver=None) -> dict:
             name = name[: -len(suffix)]
             break
     return {"subject": name, "idx": None}
+
+
+def check_output_dir(output_dir: str, *input_dirs: str) -> str:
+    """Refuse an output folder that is, or lies inside, one of the input folders; return it otherwise.
+
+    Inference writes files named after the inputs; writing them into the input tree could overwrite a user's
+    data or be read back as inputs by the next run.
+
+    Raises:
+        ValueError: naming both folders.
+    """
+    out = Path(output_dir).resolve()
+    for folder in input_dirs:
+        src = Path(folder).resolve()
+        if out == src or src in out.parents:
+            raise ValueError(
+                f"output folder {out} is inside the input folder {src}; choose another (e.g. --pred_dir runs/preds)"
+                " so that no input file can be overwritten."
+            )
+    return str(output_dir)

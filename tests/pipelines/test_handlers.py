@@ -126,3 +126,14 @@ def test_best_metric_state_round_trip_and_attach_handlers():
 )
 def test_brats_output_name(filename, subject):
     assert brats_output_name({"filename_or_obj": filename}) == {"subject": subject, "idx": None}
+
+
+def test_check_output_dir_refuses_input_tree(tmp_path):
+    from pipelines.bundles import check_output_dir
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    assert check_output_dir(str(tmp_path / "out"), str(inputs)) == str(tmp_path / "out")
+    for bad in (inputs, inputs / "preds"):
+        with pytest.raises(ValueError, match="inside the input folder"):
+            check_output_dir(str(bad), str(tmp_path / "other"), str(inputs))
