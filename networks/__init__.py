@@ -18,9 +18,25 @@ from .blocks import (
     register_attention,
 )
 from .nets import AttentionUNet
+from .blocks import (
+    AttentionGate,
+    ChannelSliceAttention,
+    ConvBlockAttention,
+    ProjectExcite,
+    SliceChannelAttention,
+    get_skip_gate,
+    is_skip_gate,
+)
 from .nets import LANet, ResNetClassifier
 
 __all__ = [
+    "AttentionGate",
+    "ChannelSliceAttention",
+    "ConvBlockAttention",
+    "ProjectExcite",
+    "SliceChannelAttention",
+    "get_skip_gate",
+    "is_skip_gate",
     "ATTENTION_BLOCKS",
     "AttentionUNet",
     "LANet",

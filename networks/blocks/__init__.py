@@ -10,8 +10,18 @@ from .attention import (
     register_attention,
 )
 from .pam import ChannelAttention, ProgressiveAttention, SliceAttention, key_slice_mask
+from .zoo import ChannelSliceAttention, ConvBlockAttention, ProjectExcite, SliceChannelAttention
+from .attention_gate import AttentionGate, SkipPassThrough, get_skip_gate, is_skip_gate
 
 __all__ = [
+    "AttentionGate",
+    "ChannelSliceAttention",
+    "ConvBlockAttention",
+    "ProjectExcite",
+    "SkipPassThrough",
+    "SliceChannelAttention",
+    "get_skip_gate",
+    "is_skip_gate",
     "ATTENTION_BLOCKS",
     "ChannelAttention",
     "ProgressiveAttention",

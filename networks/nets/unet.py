@@ -17,6 +17,7 @@ from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv, Pool
 
 from networks.blocks.attention import attention_needs_slices, get_attention_block
+from networks.blocks.attention_gate import SkipPassThrough, get_skip_gate, is_skip_gate
 from networks.blocks.pam import _normalise_slice_axis
 from networks.registry import register_network
 
@@ -70,16 +71,25 @@ class _EncoderLevel(nn.Module):
 
 
 class _DecoderLevel(nn.Module):
-    """Interpolate to the skip's size -> concatenate [skip, up] -> double conv -> attention."""
+    """[Gate the skip with x ->] interpolate to the skip's size -> concatenate [skip, up] -> double conv -> attention."""
 
-    def __init__(self, convs: nn.Module, attention: nn.Module, mode: str, align_corners: bool | None) -> None:
+    def __init__(
+        self,
+        convs: nn.Module,
+        attention: nn.Module,
+        mode: str,
+        align_corners: bool | None,
+        gate: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.convs = convs
         self.attention = attention
         self.mode = mode
         self.align_corners = align_corners
+        self.gate = SkipPassThrough() if gate is None else gate
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        skip = self.gate(skip, x)
         up = F.interpolate(x, size=skip.shape[2:], mode=self.mode, align_corners=self.align_corners)
         return self.attention(self.convs(torch.cat([skip, up], dim=1)))
 
@@ -99,6 +109,11 @@ class AttentionUNet(nn.Module):
     - decoder level ``i``: interpolate to the skip's size (``align_corners=False``), concatenate
       ``[skip, up]``, conv3x3 ``-> features[i]`` -> conv3x3 ``-> features[i]``;
     - head: 1x1 conv to ``out_channels`` logits, no activation.
+
+    ``attention="ag"`` (Oktay et al.'s attention gate) places no block after the levels; instead the
+    skip of decoder level ``i`` is gated by the feature one level deeper (the decoder input ``x``) with
+    :class:`~networks.blocks.attention_gate.AttentionGate` before the concatenation: ``len(features) - 1``
+    gates.
 
     Slice-sized blocks such as ``"pam"`` need ``patch_size``: the block of level ``i`` is built for
     ``patch_size[slice_axis] // 2**i`` slices and the network only accepts inputs of that depth
@@ -148,7 +163,7 @@ class AttentionUNet(nn.Module):
             upsample: interpolation mode of the decoder: ``"trilinear"`` (default), ``"bilinear"``
                 and ``"linear"`` all mean (bi/tri)linear for ``spatial_dims``; or ``"nearest"``.
             attention_kwargs: options of the attention block, e.g. ``{"slice_reduction": 16,
-                "channel_reduction": 8, "pool": "avg"}`` for ``"pam"``.
+                "channel_reduction": 8, "pool": "avg"}`` for ``"pam"`` or ``{"inter_channels": 8}`` for ``"ag"``.
             dropout: dropout ratio after each conv unit. Defaults to no dropout.
 
         Raises:
@@ -206,6 +221,7 @@ class AttentionUNet(nn.Module):
         mode = upsample if upsample == "nearest" else ("bilinear" if spatial_dims == 2 else "trilinear")
         align_corners = None if mode == "nearest" else False
         attention_kwargs = dict(attention_kwargs or {})
+        skip_gate = is_skip_gate(attention)
 
         def make_attention(channels: int, level: int) -> nn.Module:
             num_slices = depth // 2**level if needs_slices else None
@@ -226,7 +242,10 @@ class AttentionUNet(nn.Module):
         for level in range(levels - 2, -1, -1):
             c_out = features[level]
             convs = _DoubleConv(spatial_dims, c_out + c_in, c_out, c_out, act, norm, bias, dropout)
-            decoder.append(_DecoderLevel(convs, make_attention(c_out, level), mode, align_corners))
+            gate = None
+            if skip_gate:
+                gate = get_skip_gate(attention, spatial_dims, c_out, c_in, **attention_kwargs)
+            decoder.append(_DecoderLevel(convs, make_attention(c_out, level), mode, align_corners, gate))
             c_in = c_out
         self.decoder = nn.ModuleList(decoder)
 

@@ -59,3 +59,8 @@ __all__ = [
     "nsd",
     "spacing_from_meta",
 ]
+
+from . import handlers  # noqa: E402  (needs the metric modules above; imports pipelines.reports)
+from .handlers import ClassificationMetricsHandler, MetricsReportHandler, SegmentationMetricsHandler  # noqa: E402
+
+__all__ += ["ClassificationMetricsHandler", "MetricsReportHandler", "SegmentationMetricsHandler", "handlers"]

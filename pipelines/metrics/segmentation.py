@@ -228,6 +228,7 @@ def hd95(pred: Any, gt: Any, spacing: Sequence[float], percentile: float = 95.0)
         in mm when exactly one is empty.
     """
     pred, gt = _check_pair(pred, gt)
+    spacing = _check_spacing(spacing, pred.ndim)
     if not 0 <= percentile <= 100:
         raise ValueError(f"percentile must be in [0, 100], got {percentile}.")
     has_pred, has_gt = bool(pred.any()), bool(gt.any())
@@ -251,6 +252,7 @@ def nsd(pred: Any, gt: Any, spacing: Sequence[float], tolerance_mm: float = 1.0)
         Value in [0, 1]; 1 when both masks are empty, 0 when exactly one is.
     """
     pred, gt = _check_pair(pred, gt)
+    spacing = _check_spacing(spacing, pred.ndim)
     if tolerance_mm < 0:
         raise ValueError(f"tolerance_mm must be >= 0, got {tolerance_mm}.")
     has_pred, has_gt = bool(pred.any()), bool(gt.any())

@@ -1,0 +1,351 @@
+"""Ignite handlers for the paper metrics: per-case segmentation / classification metrics and the report writer.
+
+* :class:`SegmentationMetricsHandler`: Dice, HD95, NSD in mm per case and class (:class:`SurfaceMetrics`).
+* :class:`ClassificationMetricsHandler`: AUC (key metric), accuracy, F1, ... (:class:`ClassificationMetrics`).
+* :class:`MetricsReportHandler`: at ``Events.COMPLETED`` writes the CSV / JSON / Markdown report of either
+  (:mod:`pipelines.reports`), prints the table and logs it to TensorBoard; rank 0 only under DDP.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.handlers import IgniteMetricHandler
+
+from ..reports import classification_markdown_table, markdown_table, write_classification_report, write_segmentation_report
+from .classification import ClassificationMetrics
+from .segmentation import SEGMENTATION_METRICS, SurfaceMetrics
+
+__all__ = ["ClassificationMetricsHandler", "MetricsReportHandler", "SegmentationMetricsHandler"]
+
+logger = logging.getLogger(__name__)
+
+
+def _gather_strings(values: list[str]) -> list[str]:
+    """Concatenate per-rank string lists in rank order (the order of MONAI's buffer gathering)."""
+    if idist.get_world_size() <= 1:
+        return values
+    gathered = idist.all_gather("\x1f".join(values))
+    return [v for chunk in gathered for v in (chunk.split("\x1f") if chunk else [])]
+
+
+def _default_case_ids(y_pred: Any, n: int, start: int) -> list[str]:
+    """``filename_or_obj`` of each item's meta when available, else a running index ``case_0000``."""
+    items = y_pred if isinstance(y_pred, (list, tuple)) else [y_pred[i] for i in range(n)]
+    ids = []
+    for i, item in enumerate(items):
+        meta = getattr(item, "meta", None)
+        name = meta.get("filename_or_obj") if isinstance(meta, dict) else None
+        if isinstance(name, (list, tuple)):  # batched meta
+            name = name[i] if i < len(name) else None
+        ids.append(os.path.basename(str(name)) if name else f"case_{start + i:04d}")
+    return ids
+
+
+class _PerCaseMetricHandler(IgniteMetricHandler):
+    """Shared plumbing: extra per-item transforms on ``engine.state.output`` and the per-case ids."""
+
+    def __init__(
+        self,
+        metric_fn: Any,
+        output_transform: Callable,
+        case_id_transform: Callable | None,
+        save_details: bool,
+    ) -> None:
+        self.case_id_transform = case_id_transform
+        self._case_ids: list[str] = []
+        self._pending: dict[str, Any] = {}
+        super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)
+
+    def reset(self) -> None:
+        super().reset()
+        self._case_ids = []
+
+    def _extra_inputs(self, output: Any) -> dict[str, Any]:
+        return {}
+
+    def iteration_completed(self, engine: Engine) -> None:
+        """Read the per-item extras from ``engine.state.output`` before ``update`` runs."""
+        self._pending = self._extra_inputs(engine.state.output)
+        if self.case_id_transform is not None:
+            self._pending["case_ids"] = [str(c) for c in self.case_id_transform(engine.state.output)]
+        super().iteration_completed(engine)
+
+    def _record_case_ids(self, y_pred: Any, n: int) -> None:
+        ids = self._pending.get("case_ids") or _default_case_ids(y_pred, n, len(self._case_ids))
+        if len(ids) != n:
+            raise ValueError(f"case_id_transform gave {len(ids)} ids for a batch of {n}: {ids}.")
+        self._case_ids.extend(ids)
+
+    def case_ids(self) -> list[str]:
+        """Ids of all cases seen this run (all ranks under DDP), in buffer order."""
+        return _gather_strings(list(self._case_ids))
+
+    def _publish(self, values: dict[str, float]) -> None:
+        if self._engine is not None:
+            self._engine.state.metrics.update(values)
+
+
+class SegmentationMetricsHandler(_PerCaseMetricHandler):
+    """Per-case Dice, HD95 and NSD in mm for each class; mean Dice over classes as the (key) metric.
+
+    After each run: ``engine.state.metrics[name]`` = mean over classes of the ``key`` metric's per-class mean
+    (Dice by default), ``engine.state.metrics[f"{metric}_{class}"]`` = each mean over cases, and
+    ``engine.state.metric_details[name]`` = the per-case table, a list of ``{"case_id", f"{metric}_{class}": ...}``
+    dicts (not a tensor: do not list this name in MONAI's ``MetricsSaver(metric_details=...)``; use
+    :class:`MetricsReportHandler`).
+
+    Spacing per item, first found: ``spacing_transform(engine.state.output)``, the fixed ``spacing``, the affine
+    (then ``meta["pixdim"]``) of the prediction MetaTensors, that of the labels; otherwise an error.
+
+    Args:
+        class_names: one per channel, e.g. ``("TC", "WT", "ET")``.
+        metrics: subset of ``("dice", "hd95", "nsd")``.
+        tolerance_mm: NSD tolerance in mm.
+        output_transform: ``engine.state.output`` -> ``(y_pred, y)``, binarised ``(B, C, *spatial)`` batches or lists
+            of ``(C, *spatial)`` items, e.g. ``from_engine(["pred", "label"])``.
+        spacing_transform: ``engine.state.output`` -> one spacing (mm per spatial axis) per item, e.g.
+            ``lambda out: [o["image"].pixdim for o in out]``.
+        spacing: fixed spacing for every item (mm per spatial axis).
+        case_id_transform: ``engine.state.output`` -> one id per item, e.g. ``lambda out: [o["case_id"] for o in out]``;
+            default: the prediction's ``meta["filename_or_obj"]`` base name, else ``case_0000``, ...
+        key: metric averaged over classes for ``engine.state.metrics[name]``.
+        save_details: put the per-case table into ``engine.state.metric_details[name]``.
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        metrics: Sequence[str] = SEGMENTATION_METRICS,
+        tolerance_mm: float = 1.0,
+        output_transform: Callable = lambda x: x,
+        spacing_transform: Callable | None = None,
+        spacing: Sequence[float] | None = None,
+        case_id_transform: Callable | None = None,
+        key: str = "dice",
+        save_details: bool = True,
+    ) -> None:
+        metric_fn = SurfaceMetrics(class_names=class_names, metrics=metrics, tolerance_mm=tolerance_mm, spacing=spacing)
+        if key not in metric_fn.metrics:
+            raise ValueError(f"key {key!r} must be one of metrics {metric_fn.metrics}.")
+        self.class_names = tuple(class_names)
+        self.metrics = metric_fn.metrics
+        self.key = key
+        self.spacing_transform = spacing_transform
+        self.rows: list[dict[str, Any]] = []
+        super().__init__(metric_fn, output_transform, case_id_transform, save_details)
+
+    def _extra_inputs(self, output: Any) -> dict[str, Any]:
+        if self.spacing_transform is None:
+            return {}
+        spacing = [
+            np.asarray(s.detach().cpu().numpy() if isinstance(s, torch.Tensor) else s, dtype=np.float64).ravel()
+            for s in self.spacing_transform(output)
+        ]
+        return {"spacing": np.stack(spacing)}
+
+    def update(self, output: Sequence[Any]) -> None:
+        if len(output) != 2:
+            raise ValueError(f"output_transform must give (y_pred, y), got {len(output)} items.")
+        y_pred, y = output
+        n = len(y_pred)
+        spacing = self._pending.get("spacing")
+        if isinstance(y_pred, (list, tuple)):  # per-item tensors: one call each so each keeps its own meta
+            for i, (p, t) in enumerate(zip(y_pred, y)):
+                self.metric_fn(p.unsqueeze(0), torch.as_tensor(t).unsqueeze(0),
+                               spacing=None if spacing is None else spacing[i : i + 1])
+        else:
+            self.metric_fn(y_pred, y, spacing=spacing)
+        self._record_case_ids(y_pred, n)
+
+    def compute(self) -> float:
+        means = self.metric_fn.aggregate()
+        self.rows = self.metric_fn.per_case(self.case_ids())
+        self._publish(means)
+        if self.save_details:
+            if self._engine is None or self._name is None:
+                raise RuntimeError("call attach() before compute().")
+            self._engine.state.metric_details[self._name] = self.rows
+        self._is_reduced = True
+        return float(np.mean([means[f"{self.key}_{c}"] for c in self.class_names]))
+
+
+class ClassificationMetricsHandler(_PerCaseMetricHandler):
+    """AUC (or another key) as the metric, every other classification metric into ``engine.state.metrics``.
+
+    ``engine.state.metrics`` gets the keys of :func:`~pipelines.metrics.classification_report` (``auc``,
+    ``accuracy``, ``balanced_accuracy``, ``f1_macro``, ``sensitivity_<class>``, ...), ``engine.state.metrics[name]``
+    the ``key`` metric, and ``engine.state.metric_details[name]`` ``{"case_ids", "y_true", "y_prob"}`` (numpy),
+    which :class:`MetricsReportHandler` turns into a report with bootstrap CIs.
+
+    Args:
+        class_names: one per class.
+        output_transform: ``engine.state.output`` -> ``(probabilities (B, K), labels (B,) or one-hot (B, K))``;
+            apply softmax/sigmoid first (e.g. in the evaluator's postprocessing).
+        case_id_transform: ``engine.state.output`` -> one id per item.
+        key: the reported key metric.
+        n_resamples: bootstrap resamples for CIs in ``engine.state.metrics`` (0: none, as usual per epoch).
+        seed: bootstrap seed.
+        threshold: decision threshold of binary problems.
+        save_details: keep probabilities and labels in ``engine.state.metric_details[name]``.
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        output_transform: Callable = lambda x: x,
+        case_id_transform: Callable | None = None,
+        key: str = "auc",
+        n_resamples: int = 0,
+        seed: int = 0,
+        threshold: float = 0.5,
+        save_details: bool = True,
+    ) -> None:
+        metric_fn = ClassificationMetrics(class_names=class_names, n_resamples=n_resamples, seed=seed, threshold=threshold)
+        self.class_names = tuple(class_names)
+        self.key = key
+        super().__init__(metric_fn, output_transform, case_id_transform, save_details)
+
+    def update(self, output: Sequence[Any]) -> None:
+        if len(output) != 2:
+            raise ValueError(f"output_transform must give (y_pred, y), got {len(output)} items.")
+        y_pred, y = output
+        self.metric_fn(y_pred, y)
+        self._record_case_ids(y_pred, len(y_pred))
+
+    def compute(self) -> float:
+        report = self.metric_fn.report()
+        values = {}
+        for k, entry in report["metrics"].items():
+            values[k] = entry["value"]
+            if report["n_resamples"]:
+                values[f"{k}_ci_low"], values[f"{k}_ci_high"] = entry["ci_low"], entry["ci_high"]
+        if self.key not in values:
+            raise KeyError(f"key {self.key!r} is not one of {sorted(values)}.")
+        self._publish(values)
+        if self.save_details:
+            if self._engine is None or self._name is None:
+                raise RuntimeError("call attach() before compute().")
+            y_true, y_prob = self.metric_fn.arrays()
+            self._engine.state.metric_details[self._name] = {
+                "case_ids": self.case_ids(), "y_true": y_true, "y_prob": y_prob,
+            }
+        self._is_reduced = True
+        return float(values[self.key])
+
+
+class MetricsReportHandler:
+    """Writes the report of a metric handler's per-case results when the evaluator completes.
+
+    Segmentation: :func:`~pipelines.reports.write_segmentation_report` (``metrics.csv``, ``summary.json``,
+    ``summary.md``). Classification: :func:`~pipelines.reports.write_classification_report` (``predictions.csv``,
+    ``summary.json``, ``summary.md``). The Markdown table is printed, logged, and written to TensorBoard as text when
+    ``log_dir`` or ``summary_writer`` is given. Only rank 0 writes under DDP (the metric handlers gather all ranks).
+    Attach it after the metric handler (MONAI's evaluators attach metrics first, then ``val_handlers``).
+
+    Args:
+        save_dir: report folder.
+        metric_name: name of the metric handler in ``engine.state.metric_details`` (e.g. the ``key_metric`` name).
+        handler: the metric handler object itself, instead of ``metric_name``.
+        class_names / metrics: segmentation table layout; default from the handler.
+        log_dir: TensorBoard folder (a writer is created on rank 0), or ``summary_writer``.
+        summary_writer: an existing ``SummaryWriter``.
+        n_resamples: bootstrap resamples for the CIs.
+        seed: bootstrap seed.
+        tag: TensorBoard text tag.
+        step_transform: ``engine -> step`` for TensorBoard; default ``engine.state.epoch``.
+    """
+
+    def __init__(
+        self,
+        save_dir: str,
+        metric_name: str | None = None,
+        handler: SegmentationMetricsHandler | ClassificationMetricsHandler | None = None,
+        class_names: Sequence[str] | None = None,
+        metrics: Sequence[str] | None = None,
+        log_dir: str | None = None,
+        summary_writer: Any = None,
+        n_resamples: int = 1000,
+        seed: int = 0,
+        tag: str = "metrics_report",
+        step_transform: Callable[[Engine], int] = lambda engine: engine.state.epoch,
+    ) -> None:
+        if (metric_name is None) == (handler is None):
+            raise ValueError("give exactly one of metric_name and handler.")
+        self.save_dir = save_dir
+        self.metric_name = metric_name
+        self.handler = handler
+        self.class_names = tuple(class_names) if class_names is not None else None
+        self.metrics = tuple(metrics) if metrics is not None else None
+        self.log_dir = log_dir
+        self._writer = summary_writer
+        self.n_resamples = n_resamples
+        self.seed = seed
+        self.tag = tag
+        self.step_transform = step_transform
+        self.summary: dict[str, Any] | None = None
+        self.table: str | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def _details(self, engine: Engine) -> Any:
+        if self.handler is not None:
+            if isinstance(self.handler, SegmentationMetricsHandler):
+                return self.handler.rows
+            return engine.state.metric_details[self.handler._name]
+        details = getattr(engine.state, "metric_details", {})
+        if self.metric_name not in details:
+            raise KeyError(f"no metric details named {self.metric_name!r}; have {sorted(details)}.")
+        return details[self.metric_name]
+
+    def _layout(self, rows: list[dict[str, Any]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        class_names = self.class_names or getattr(self.handler, "class_names", None)
+        metrics = self.metrics or getattr(self.handler, "metrics", None)
+        columns = [c for c in rows[0] if c != "case_id"] if rows else []
+        if metrics is None:
+            metrics = tuple(dict.fromkeys(c.split("_", 1)[0] for c in columns))
+        if class_names is None:
+            class_names = tuple(dict.fromkeys(c.split("_", 1)[1] for c in columns))
+        return tuple(class_names), tuple(metrics)
+
+    def __call__(self, engine: Engine) -> None:
+        details = self._details(engine)  # every rank: the handler already gathered
+        if idist.get_rank() != 0:
+            return
+        writer = self._writer
+        if writer is None and self.log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = self._writer = SummaryWriter(log_dir=self.log_dir)
+        step = int(self.step_transform(engine))
+        if isinstance(details, dict) and "y_prob" in details:
+            class_names = self.class_names or getattr(self.handler, "class_names", None)
+            if class_names is None:
+                class_names = [str(k) for k in range(details["y_prob"].shape[1])]
+            self.summary = write_classification_report(
+                details["y_true"], details["y_prob"], self.save_dir, class_names, case_ids=details.get("case_ids"),
+                tb_writer=writer, step=step, n_resamples=self.n_resamples, seed=self.seed, tag=self.tag,
+            )
+            self.table = classification_markdown_table(self.summary)
+        else:
+            rows = list(details)
+            class_names, metrics = self._layout(rows)
+            self.summary = write_segmentation_report(
+                rows, self.save_dir, class_names, metrics, tb_writer=writer, step=step,
+                n_resamples=self.n_resamples, seed=self.seed, tag=self.tag,
+            )
+            self.table = markdown_table(self.summary, class_names, metrics)
+        if writer is not None:
+            writer.flush()
+        message = f"metrics report ({len(details['y_true']) if isinstance(details, dict) else len(details)} cases) " \
+                  f"in {self.save_dir}:\n{self.table}"
+        logger.info(message)
+        print(message)
