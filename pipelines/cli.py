@@ -114,12 +114,23 @@ def demo(output_dir: str = "runs/demo", data_dir: str | None = None, epochs: int
 
 
 def main() -> None:
-    """Entry point of ``python -m pipelines`` (commands: ``demo``)."""
+    """Entry point of ``python -m pipelines`` (commands: ``demo``, ``sweep``)."""
     import fire
 
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     def _demo(**kwargs) -> None:  # fire would print the returned dict; the demo prints its own summary
         demo(**kwargs)
 
+    def _sweep(path: str, profile: str | None = None, **changes) -> None:
+        from .sweep import run_sweep
+
+        result = run_sweep(path, profile, **changes)
+        print(f"[sweep] ran {result['ran']} cells, skipped {result['skipped']} finished ones")
+        for key in ("results", "summary", "table", "plot"):
+            print(f"[sweep] {key:8s}: {result[key]}")
+
     _demo.__doc__ = demo.__doc__
-    fire.Fire({"demo": _demo})
+    from .sweep import run_sweep
+
+    _sweep.__doc__ = run_sweep.__doc__
+    fire.Fire({"demo": _demo, "sweep": _sweep})
