@@ -122,8 +122,12 @@ def main() -> None:
         demo(**kwargs)
 
     def _sweep(path: str, profile: str | None = None, **changes) -> None:
+        import yaml
+
         from .sweep import run_sweep
 
+        # fire passes what it cannot parse as a Python literal as a string: read those as YAML flow values
+        changes = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in changes.items()}
         result = run_sweep(path, profile, **changes)
         print(f"[sweep] ran {result['ran']} cells, skipped {result['skipped']} finished ones")
         for key in ("results", "summary", "table", "plot"):
