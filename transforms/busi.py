@@ -541,7 +541,8 @@ class RandResizedCropd(RandomizableTransform, MapTransform):
         spatial_size: see :class:`RandResizedCrop`.
         scale: see :class:`RandResizedCrop`.
         ratio: see :class:`RandResizedCrop`.
-        mode: interpolation per key (``"bilinear"`` for the image, ``"nearest-exact"`` for the mask (pixel-centre aligned with bilinear)).
+        mode: interpolation per key (``"bilinear"`` for the image, ``"nearest-exact"`` for the mask: pixel-centre
+            aligned with bilinear, unlike ``"nearest"``).
         anti_aliasing: per key.
         prob: see :class:`RandResizedCrop`.
         allow_missing_keys: don't raise for missing keys.

@@ -57,7 +57,8 @@ def test_load_merges_masks_and_drops_alpha(quirky_case):
 
 def test_load_grayscale_rgb_and_zero_one_masks(tmp_path):
     gray = np.random.default_rng(0).integers(0, 256, (5, 7), dtype=np.uint8)
-    for name, array, mode in [("l", gray, "L"), ("rgb", np.dstack([gray] * 3), "RGB"), ("la", np.dstack([gray, gray]), "LA")]:
+    layouts = [("l", gray, "L"), ("rgb", np.dstack([gray] * 3), "RGB"), ("la", np.dstack([gray, gray]), "LA")]
+    for name, array, mode in layouts:
         loaded = load_busi_image(_save(tmp_path / f"{name}.png", array, mode))
         np.testing.assert_allclose(loaded[0], gray, atol=0.01)
     colour = np.zeros((5, 7, 3), np.uint8)

@@ -61,7 +61,8 @@ def test_switches_change_parameters_and_outputs():
     # SAM: 3 convs 2->8, 8->8, 8->1 with BN; CAM: C -> C/16 -> C
     sam = full.map_heads[0].sam.convs
     convs = [m for m in sam if isinstance(m, torch.nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(2, 8, (3, 3)), (8, 8, (3, 3)), (8, 1, (3, 3))]
+    shapes = [(c.in_channels, c.out_channels, c.kernel_size) for c in convs]
+    assert shapes == [(2, 8, (3, 3)), (8, 8, (3, 3)), (8, 1, (3, 3))]
     assert full.map_heads[3].cam.mlp[0].out_features == 512 // 16
     # same weights where shared -> different outputs
     x = torch.randn(1, 1, 64, 64)
@@ -83,7 +84,7 @@ def test_switches_change_parameters_and_outputs():
 
 def test_every_parameter_gets_a_gradient():
     net = LANet(use_mam=False).train()
-    out = net(torch.randn(2, 1, 64, 64))
+    out = net(torch.randn(2, 1, 32, 32))
     (out["logits"].sum() + out["mask"].sum()).backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None]
     assert not missing, missing
@@ -108,16 +109,16 @@ def test_backbone_weights_round_trip_and_missing_file(tmp_path):
     torch.testing.assert_close(net.backbone.conv1.weight, source.conv1.weight)
     with pytest.raises(FileNotFoundError, match="nowhere/r18.pt"):
         LANet(backbone_weights="/nowhere/r18.pt")
-    with pytest.raises(RuntimeError, match="do not fit resnet50"):
-        ResNetClassifier(backbone="resnet50", backbone_weights=str(path))
+    with pytest.raises(RuntimeError, match="do not fit resnet18"):
+        ResNetClassifier(in_channels=3, backbone_weights=str(path))
 
 
 def test_baseline_classifier_and_split_outputs():
     net = ResNetClassifier(num_classes=2).eval()
-    x = torch.randn(2, 1, 64, 64)
+    x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         logits = net(x)
-        assert logits.shape == (2, 2) and net.features(x).shape == (2, 512, 2, 2)
+        assert logits.shape == (2, 2) and net.features(x).shape == (2, 512, 1, 1)
     assert split_outputs(logits)[1] is None
     assert split_outputs({"logits": logits, "mask": x})[1] is x
     with pytest.raises(TypeError):
@@ -127,7 +128,7 @@ def test_baseline_classifier_and_split_outputs():
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_trace_export():
     net = LANet().eval()
-    x = torch.randn(1, 1, 64, 64)
+    x = torch.randn(1, 1, 32, 32)
     traced = torch.jit.trace(net, x, strict=False, check_trace=False)
     with torch.no_grad():
         ref, out = net(x), traced(x)
