@@ -19,7 +19,12 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import IgniteMetricHandler
 
-from ..reports import classification_markdown_table, markdown_table, write_classification_report, write_segmentation_report
+from ..reports import (
+    classification_markdown_table,
+    markdown_table,
+    write_classification_report,
+    write_segmentation_report,
+)
 from .classification import ClassificationMetrics
 from .segmentation import SEGMENTATION_METRICS, SurfaceMetrics
 
@@ -50,7 +55,7 @@ def _default_case_ids(y_pred: Any, n: int, start: int) -> list[str]:
 
 
 class _PerCaseMetricHandler(IgniteMetricHandler):
-    """Shared plumbing: extra per-item transforms on ``engine.state.output`` and the per-case ids."""
+    """Shared plumbing: per-item extras from ``engine.state`` and the per-case ids."""
 
     def __init__(
         self,
@@ -72,17 +77,26 @@ class _PerCaseMetricHandler(IgniteMetricHandler):
         return {}
 
     def iteration_completed(self, engine: Engine) -> None:
-        """Read the per-item extras from ``engine.state.output`` before ``update`` runs."""
+        """Read the per-item spacing (``engine.state.output``) and ids (``engine.state.batch``) before ``update``."""
         self._pending = self._extra_inputs(engine.state.output)
         if self.case_id_transform is not None:
-            self._pending["case_ids"] = [str(c) for c in self.case_id_transform(engine.state.output)]
+            self._pending["case_ids"] = [str(c) for c in self.case_id_transform(engine.state.batch)]
         super().iteration_completed(engine)
 
+    def _take(self, key: str, n: int) -> Any:
+        """The next ``n`` pending per-item values of this iteration (ignite may call ``update`` once per item)."""
+        values = self._pending.get(key)
+        if values is None:
+            return None
+        start = self._pending.setdefault(f"{key}_used", 0)
+        if start + n > len(values):
+            raise ValueError(f"{key}: {len(values)} values for this iteration, but {start + n} items reached update().")
+        self._pending[f"{key}_used"] = start + n
+        return values[start : start + n]
+
     def _record_case_ids(self, y_pred: Any, n: int) -> None:
-        ids = self._pending.get("case_ids") or _default_case_ids(y_pred, n, len(self._case_ids))
-        if len(ids) != n:
-            raise ValueError(f"case_id_transform gave {len(ids)} ids for a batch of {n}: {ids}.")
-        self._case_ids.extend(ids)
+        ids = self._take("case_ids", n)
+        self._case_ids.extend(ids if ids is not None else _default_case_ids(y_pred, n, len(self._case_ids)))
 
     def case_ids(self) -> list[str]:
         """Ids of all cases seen this run (all ranks under DDP), in buffer order."""
@@ -114,8 +128,10 @@ class SegmentationMetricsHandler(_PerCaseMetricHandler):
         spacing_transform: ``engine.state.output`` -> one spacing (mm per spatial axis) per item, e.g.
             ``lambda out: [o["image"].pixdim for o in out]``.
         spacing: fixed spacing for every item (mm per spatial axis).
-        case_id_transform: ``engine.state.output`` -> one id per item, e.g. ``lambda out: [o["case_id"] for o in out]``;
-            default: the prediction's ``meta["filename_or_obj"]`` base name, else ``case_0000``, ...
+        case_id_transform: ``engine.state.batch`` -> one id per item (like ``MetricsSaver``'s ``batch_transform``;
+            MONAI evaluators keep extra data keys in the decollated batch, not in the output), e.g.
+            ``lambda batch: [item["case_id"] for item in batch]``; default: the prediction's
+            ``meta["filename_or_obj"]`` base name, else ``case_0000``, ...
         key: metric averaged over classes for ``engine.state.metrics[name]``.
         save_details: put the per-case table into ``engine.state.metric_details[name]``.
     """
@@ -156,7 +172,7 @@ class SegmentationMetricsHandler(_PerCaseMetricHandler):
             raise ValueError(f"output_transform must give (y_pred, y), got {len(output)} items.")
         y_pred, y = output
         n = len(y_pred)
-        spacing = self._pending.get("spacing")
+        spacing = self._take("spacing", n)
         if isinstance(y_pred, (list, tuple)):  # per-item tensors: one call each so each keeps its own meta
             for i, (p, t) in enumerate(zip(y_pred, y)):
                 self.metric_fn(p.unsqueeze(0), torch.as_tensor(t).unsqueeze(0),
@@ -189,7 +205,7 @@ class ClassificationMetricsHandler(_PerCaseMetricHandler):
         class_names: one per class.
         output_transform: ``engine.state.output`` -> ``(probabilities (B, K), labels (B,) or one-hot (B, K))``;
             apply softmax/sigmoid first (e.g. in the evaluator's postprocessing).
-        case_id_transform: ``engine.state.output`` -> one id per item.
+        case_id_transform: ``engine.state.batch`` -> one id per item.
         key: the reported key metric.
         n_resamples: bootstrap resamples for CIs in ``engine.state.metrics`` (0: none, as usual per epoch).
         seed: bootstrap seed.
@@ -208,7 +224,9 @@ class ClassificationMetricsHandler(_PerCaseMetricHandler):
         threshold: float = 0.5,
         save_details: bool = True,
     ) -> None:
-        metric_fn = ClassificationMetrics(class_names=class_names, n_resamples=n_resamples, seed=seed, threshold=threshold)
+        metric_fn = ClassificationMetrics(
+            class_names=class_names, n_resamples=n_resamples, seed=seed, threshold=threshold
+        )
         self.class_names = tuple(class_names)
         self.key = key
         super().__init__(metric_fn, output_transform, case_id_transform, save_details)
@@ -345,7 +363,7 @@ class MetricsReportHandler:
             self.table = markdown_table(self.summary, class_names, metrics)
         if writer is not None:
             writer.flush()
-        message = f"metrics report ({len(details['y_true']) if isinstance(details, dict) else len(details)} cases) " \
-                  f"in {self.save_dir}:\n{self.table}"
+        n_cases = len(details["y_true"]) if isinstance(details, dict) else len(details)
+        message = f"metrics report ({n_cases} cases) in {self.save_dir}:\n{self.table}"
         logger.info(message)
         print(message)

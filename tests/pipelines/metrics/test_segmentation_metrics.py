@@ -166,15 +166,17 @@ def test_handler_on_engine_writes_csv_equal_to_metric_functions(tmp_path):
     names, spacing = ("TC", "WT", "ET"), (0.8, 1.0, 2.5)
     cases = [(np.stack([_blob(rng, (12, 10, 8), 1.0) for _ in names]),
               np.stack([_blob(rng, (12, 10, 8), 1.0) for _ in names])) for _ in range(3)]
-    # MONAI evaluators' decollated output: a list of per-item dicts, MetaTensors carrying the affine
-    batches = [[{"pred": _meta(p, spacing), "label": torch.as_tensor(g).float(), "case_id": f"BraTS_{i}"}]
-               for i, (p, g) in enumerate(cases)]
+    # MONAI evaluators' decollated output: a list of per-item dicts, MetaTensors carrying the affine; two items in
+    # the first iteration (ignite then calls update() once per item)
+    items = [{"pred": _meta(p, spacing), "label": torch.as_tensor(g).float(), "case_id": f"BraTS_{i}"}
+             for i, (p, g) in enumerate(cases)]
+    batches = [items[:2], items[2:]]
     engine = Engine(lambda e, b: b)
     handler = SegmentationMetricsHandler(
         class_names=names,
         tolerance_mm=1.0,
         output_transform=lambda out: ([o["pred"] for o in out], [o["label"] for o in out]),
-        case_id_transform=lambda out: [o["case_id"] for o in out],
+        case_id_transform=lambda batch: [item["case_id"] for item in batch],
     )
     handler.attach(engine, "val_mean_dice")
     report = MetricsReportHandler(save_dir=str(tmp_path), metric_name="val_mean_dice", n_resamples=200)
