@@ -604,11 +604,10 @@ class ResizeShortSide(Transform):
     def __call__(self, img: NdarrayOrTensor, mode: str | None = None, anti_aliasing: bool | None = None):
         height, width = int(img.shape[1]), int(img.shape[2])
         scale = self.size / min(height, width)
-        new = (max(self.size, int(round(height * scale))), max(self.size, int(round(width * scale))))
         if height <= width:
-            new = (self.size, new[1])
+            new = (self.size, max(self.size, int(round(width * scale))))
         else:
-            new = (new[0], self.size)
+            new = (max(self.size, int(round(height * scale))), self.size)
         aa = self.anti_aliasing if anti_aliasing is None else anti_aliasing
         return Resize(new, mode=mode or self.mode, anti_aliasing=aa)(img)
 
