@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.inferers import Inferer, sliding_window_inference
+from monai.utils import ensure_tuple_rep
+
+from networks import AttentionUNet
+from pipelines.inferers import FastSlidingWindowInferer, window_starts
+
+# (spatial input size, roi_size, overlap): not divisible by roi, smaller than roi in one axis, per-axis overlap
+MATCH_MONAI_CASES = [
+    ((20, 17), (8, 8), 0.25),
+    ((5, 23), (8, 6), 0.5),  # smaller than roi along the first axis
+    ((16, 16), (16, 16), 0.25),  # a single window
+    ((13, 9, 11), (6, 5, 4), 0.25),
+    ((4, 12, 9), (6, 5, 4), (0.0, 0.5, 0.3)),  # per-axis overlap, padded along the first axis
+    ((10, 10, 7), (4, 4, 8), 0.6),
+]
+
+
+def _conv_net(spatial_dims: int, in_channels: int = 2, out_channels: int = 3, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    conv = torch.nn.Conv2d if spatial_dims == 2 else torch.nn.Conv3d
+    return torch.nn.Sequential(
+        conv(in_channels, 4, 3, padding=1), torch.nn.PReLU(), conv(4, out_channels, 3, padding=1)
+    ).eval()
+
+
+def _input(size: tuple[int, ...], batch: int = 2, channels: int = 2, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, channels, *size, generator=torch.Generator().manual_seed(seed))
+
+
+class _ShapeRecorder(torch.nn.Module):
+    """Wraps a network and records the shapes of the windows it is given."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.shapes = net, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape))
+        return self.net(x)
+
+
+@pytest.mark.parametrize("size, roi, overlap", MATCH_MONAI_CASES)
+@pytest.mark.parametrize("mode, atol", [("constant", 1e-5), ("gaussian", 1e-4)])
+def test_matches_monai(size, roi, overlap, mode, atol):
+    net, x = _conv_net(len(size)), _input(size)
+    with torch.no_grad():
+        expected = sliding_window_inference(x, roi, 3, net, overlap=overlap, mode=mode)
+        out = FastSlidingWindowInferer(roi, sw_batch_size=3, overlap=overlap, mode=mode)(x, net)
+    assert isinstance(FastSlidingWindowInferer(roi), Inferer)
+    assert out.shape == expected.shape == (2, 3, *size) and out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("padding_mode", ["reflect", "replicate"])
+def test_padding_modes_match_monai(padding_mode):
+    net, x = _conv_net(2), _input((5, 11))
+    with torch.no_grad():
+        expected = sliding_window_inference(x, (8, 8), 1, net, padding_mode=padding_mode)
+        out = FastSlidingWindowInferer((8, 8), padding_mode=padding_mode)(x, net)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("size, roi, overlap", MATCH_MONAI_CASES)
+def test_windows_always_have_roi_size(size, roi, overlap):
+    net = _ShapeRecorder(_conv_net(len(size)))
+    with torch.no_grad():
+        FastSlidingWindowInferer(roi, sw_batch_size=4, overlap=overlap, mirror_axes=(0,))(_input(size, batch=3), net)
+    assert net.shapes and all(s[2:] == roi and 1 <= s[0] <= 4 for s in net.shapes)
+    overlaps = ensure_tuple_rep(overlap, len(size))
+    n_windows = math.prod(len(window_starts(max(s, r), r, o)) for s, r, o in zip(size, roi, overlaps))
+    assert sum(s[0] for s in net.shapes) == 2 * 3 * n_windows  # two mirror copies of 3 images
+
+
+def test_window_starts_grid():
+    assert window_starts(240, 128, 0.25) == [0, 96, 112]
+    assert window_starts(155, 128, 0.25) == [0, 27]
+    assert window_starts(8, 8, 0.5) == [0]
+    assert window_starts(10, 4, 0.0) == [0, 4, 6]
+    with pytest.raises(ValueError, match="roi_size=8"):
+        window_starts(5, 8, 0.25)
+
+
+def test_pam_attention_unet_gets_exact_windows():
+    roi = (16, 16, 8)
+    torch.manual_seed(0)
+    net = AttentionUNet(
+        spatial_dims=3, in_channels=2, out_channels=2, features=(4, 8), attention="pam", patch_size=roi
+    ).eval()
+    x = _input((20, 11, 13), batch=1)  # smaller than roi along H, not divisible along W and D
+    with torch.no_grad():
+        with pytest.raises(ValueError):
+            net(x)  # the whole volume has the wrong depth
+        out = FastSlidingWindowInferer(roi, sw_batch_size=2, mode="gaussian")(x, net)
+        expected = sliding_window_inference(x, roi, 2, net, mode="gaussian")
+    assert out.shape == (1, 2, 20, 11, 13)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("spatial_dims, mirror_axes", [(2, (0, 1)), (3, (0, 2)), (3, (-1,))])
+def test_mirroring_is_a_no_op_for_a_flip_equivariant_network(spatial_dims, mirror_axes):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d if spatial_dims == 2 else torch.nn.Conv3d
+    net = conv(2, 3, 1).eval()  # 1x1 convolution: commutes with flips
+    x = _input((11, 9, 7)[:spatial_dims])
+    roi = (6, 5, 4)[:spatial_dims]
+    with torch.no_grad():
+        plain = FastSlidingWindowInferer(roi, overlap=0.5)(x, net)
+        tta = FastSlidingWindowInferer(roi, overlap=0.5, mirror_axes=mirror_axes)(x, net)
+    torch.testing.assert_close(tta, plain, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("activation", [None, "sigmoid", "softmax"])
+def test_mirroring_averages_flipped_predictions(activation):
+    net, x = _conv_net(3), _input((8, 6, 4), batch=1)
+    roi, axes = (8, 6, 4), (0, 2)  # one window: the average over flips is easy to write by hand
+    act = {None: lambda t: t, "sigmoid": torch.sigmoid, "softmax": lambda t: torch.softmax(t, 1)}[activation]
+    with torch.no_grad():
+        expected = sum(
+            act(torch.flip(net(torch.flip(x, d)), d)) for d in [(), (2,), (4,), (2, 4)]
+        ) / 4
+        plain = act(net(x))
+        out = FastSlidingWindowInferer(roi, mirror_axes=axes, tta_activation=activation)(x, net)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    assert (out - plain).abs().max() > 1e-3  # the network is not flip-equivariant
+    if activation is not None:
+        assert out.min() >= 0 and out.max() <= 1
+
+
+def test_bfloat16_autocast_and_channels_last_are_close_to_float32():
+    net, x = _conv_net(3), _input((13, 9, 11))
+    kwargs = dict(roi_size=(6, 5, 4), sw_batch_size=4, mode="gaussian")
+    with torch.no_grad():
+        reference = FastSlidingWindowInferer(**kwargs)(x, net)
+        fast = FastSlidingWindowInferer(**kwargs, amp=True, autocast_dtype=torch.bfloat16, channels_last=True)(x, net)
+        cl_only = FastSlidingWindowInferer(**kwargs, channels_last=True)(x, net)
+    assert fast.dtype == torch.float32
+    torch.testing.assert_close(fast, reference, atol=5e-2, rtol=0)
+    torch.testing.assert_close(cl_only, reference, atol=1e-5, rtol=0)
+
+
+def test_stitch_device_progress_and_meta_do_not_change_results():
+    net, x = _conv_net(2), _input((20, 17))
+    with torch.no_grad():
+        reference = FastSlidingWindowInferer((8, 8), mode="gaussian")(x, net)
+        on_cpu = FastSlidingWindowInferer((8, 8), mode="gaussian", device="cpu", sw_device="cpu")(x, net)
+        auto = FastSlidingWindowInferer((8, 8), mode="gaussian", cpu_thresh=100)(x, net)
+        inferer = FastSlidingWindowInferer((8, 8), mode="gaussian", progress=True)
+        progress = inferer(MetaTensor(x, meta={"filename_or_obj": "case.nii.gz"}), net)
+        again = inferer(x, net)  # cached importance map
+    for out in (on_cpu, auto, again):
+        torch.testing.assert_close(out, reference, atol=0, rtol=0)
+    assert isinstance(progress, MetaTensor) and progress.meta["filename_or_obj"] == "case.nii.gz"
+    torch.testing.assert_close(progress.as_tensor(), reference, atol=0, rtol=0)
+    assert len(inferer._importance_maps) == 1
+
+
+def test_roi_fall_back_and_int_roi():
+    net, x = _conv_net(2), _input((12, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            FastSlidingWindowInferer((-1, 4))(x, net), sliding_window_inference(x, (-1, 4), 1, net), atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            FastSlidingWindowInferer(5)(x, net), sliding_window_inference(x, 5, 1, net), atol=1e-5, rtol=0
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(sw_batch_size=0), "sw_batch_size=0"),
+        (dict(overlap=1.0), "overlap=1.0"),
+        (dict(overlap=(0.2, -0.1)), r"overlap=\(0.2, -0.1\)"),
+        (dict(mode="linear"), "linear"),
+        (dict(tta_activation="relu"), "'relu'"),
+        (dict(mirror_axes=(0, 0)), r"mirror_axes=\(0, 0\)"),
+        (dict(cpu_thresh=-1), "cpu_thresh=-1"),
+    ],
+)
+def test_bad_arguments_name_the_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FastSlidingWindowInferer((8, 8), **kwargs)
+
+
+def test_bad_inputs_and_outputs_name_the_problem():
+    net, x = _conv_net(2), _input((12, 10))
+    with pytest.raises(ValueError, match=r"roi_size=\(4, 4, 4\)"):
+        FastSlidingWindowInferer((4, 4, 4))(x, net)
+    with pytest.raises(ValueError, match=r"mirror_axes=\(2,\)"):
+        FastSlidingWindowInferer((4, 4), mirror_axes=2)(x, net)
+    with pytest.raises(ValueError, match="output shape"):
+        FastSlidingWindowInferer((4, 4))(x, torch.nn.MaxPool2d(2))
+    with pytest.raises(TypeError, match="tuple"):
+        FastSlidingWindowInferer((4, 4))(x, lambda w: (w, w))
