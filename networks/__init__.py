@@ -18,6 +18,7 @@ from .blocks import (
     register_attention,
 )
 from .nets import AttentionUNet
+from .nets import AttentionVNet
 from .blocks import (
     AttentionGate,
     ChannelSliceAttention,
@@ -30,6 +31,7 @@ from .blocks import (
 from .nets import LANet, ResNetClassifier
 
 __all__ = [
+    "AttentionVNet",
     "AttentionGate",
     "ChannelSliceAttention",
     "ConvBlockAttention",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .unet import AttentionUNet
+from .vnet import AttentionVNet
 from .lanet import LANet, ResNetClassifier, ResNetFeatures
 
-__all__ = ["AttentionUNet", "LANet", "ResNetClassifier", "ResNetFeatures"]
+__all__ = ["AttentionVNet", "AttentionUNet", "LANet", "ResNetClassifier", "ResNetFeatures"]

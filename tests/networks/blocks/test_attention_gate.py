@@ -22,6 +22,15 @@ GATE_CASES = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny blocks run much faster on one thread, above all on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def reference_gate(gate: AttentionGate, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """theta as an explicit sum over the 2**n offsets of the stride-2 k2 kernel; 1x1 convs as einsums."""
     n_spatial = x.ndim - 2

@@ -18,6 +18,15 @@ SLICE_CASES = [(3, (2, 6, 5, 4, 8), -1), (3, (2, 6, 8, 5, 4), 0), (2, (2, 6, 7, 
 SHAPES = [(3, (2, 6, 5, 4, 7)), (2, (2, 6, 9, 7))]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny blocks run much faster on one thread, above all on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _moved(x: torch.Tensor, slice_axis: int) -> torch.Tensor:
     """The slice axis moved to dim 2, the paper's (B, C, D, ...) layout."""
     return torch.movedim(x, 2 + slice_axis % (x.ndim - 2), 2)

@@ -1,0 +1,364 @@
+"""The VNet of the PAM paper with a pluggable attention block after every encoder and decoder stage.
+
+Backbone: Milletari et al., "V-Net: Fully Convolutional Neural Networks for Volumetric Medical Image
+Segmentation", 3DV 2016, https://arxiv.org/abs/1606.04797, as used with attention in
+"Progressive attention module for segmentation of volumetric medical images", Medical Physics
+49(1):295-308, 2022, https://doi.org/10.1002/mp.15369. One class serves 2D and 3D.
+
+MONAI's :class:`monai.networks.nets.VNet` is the same family, but its transitions are not reused:
+they hard-code batch norm, the channel widths (16 doubling, the input stage only for in_channels
+dividing 16) and dropout on every skip, and offer no place for a block between a stage's residual
+convolutions and the next downsampling. The stages here are built with MONAI's layer factories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from monai.networks.blocks import Convolution
+from monai.networks.layers.factories import Act, Conv, split_args
+
+from networks.blocks.attention import attention_needs_slices, get_attention_block
+from networks.blocks.attention_gate import SkipPassThrough, get_skip_gate, is_skip_gate
+from networks.blocks.pam import _normalise_slice_axis
+from networks.registry import register_network
+
+__all__ = ["AttentionVNet"]
+
+# VNet's reduction ratios for the slice-sized blocks (the PAM paper: r_D = 8, r_C = 4 on VNet)
+_VNET_SLICE_DEFAULTS = {"slice_reduction": 8, "channel_reduction": 4}
+_SLICE_BLOCKS_WITH_SE_BOTTLENECK = ("pam", "scse", "csse")
+
+
+def _act_spec(act: str | tuple, channels: int) -> tuple[str, dict]:
+    """``(name, args)`` of ``act``; PReLU gets one slope per channel as in VNet unless told otherwise."""
+    name, args = split_args(act)
+    if name.lower() == "prelu" and "num_parameters" not in args:
+        args = {**args, "num_parameters": channels}
+    return name, dict(args)
+
+
+def _act_layer(act: str | tuple, channels: int) -> nn.Module:
+    name, args = _act_spec(act, channels)
+    return Act[name](**args)
+
+
+class _ResidualStage(nn.Module):
+    """``n`` conv k units (conv -> norm -> act, the last without act) on ``x``, then ``act(out + proj(x))``."""
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        channels: int,
+        num_convs: int,
+        kernel_size: int,
+        act: str | tuple,
+        norm: str | tuple,
+        bias: bool,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        drop = dropout if dropout > 0 else None
+        convs = []
+        for i in range(num_convs):
+            last = i == num_convs - 1
+            convs.append(
+                Convolution(
+                    spatial_dims,
+                    in_channels if i == 0 else channels,
+                    channels,
+                    kernel_size=kernel_size,
+                    adn_ordering="NDA",
+                    act=None if last else _act_spec(act, channels),
+                    norm=norm,
+                    dropout=drop,
+                    bias=bias,
+                )
+            )
+        self.convs = nn.Sequential(*convs)
+        # the original repeats the input along the channels; a 1x1 projection works for any in_channels
+        self.residual = (
+            nn.Identity()
+            if in_channels == channels
+            else Conv["conv", spatial_dims](in_channels, channels, kernel_size=1, bias=False)
+        )
+        self.act = _act_layer(act, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.convs(x) + self.residual(x))
+
+
+class _EncoderStage(nn.Module):
+    """[stride-2 conv k2 (norm, act) ->] residual stage -> attention."""
+
+    def __init__(self, down: nn.Module, stage: nn.Module, attention: nn.Module) -> None:
+        super().__init__()
+        self.down = down
+        self.stage = stage
+        self.attention = attention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(self.stage(self.down(x)))
+
+
+class _DecoderStage(nn.Module):
+    """[Gate the skip with x ->] transposed conv k2 s2 of x -> concatenate [up, skip] -> residual stage -> attention."""
+
+    def __init__(self, up: nn.Module, stage: nn.Module, attention: nn.Module, gate: nn.Module) -> None:
+        super().__init__()
+        self.up = up
+        self.stage = stage
+        self.attention = attention
+        self.gate = gate
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        skip = self.gate(skip, x)
+        return self.attention(self.stage(torch.cat([self.up(x), skip], dim=1)))
+
+
+@register_network("vnet")
+class AttentionVNet(nn.Module):
+    """VNet of the PAM paper with an attention block after every encoder and decoder stage.
+
+    With ``L = len(features)`` levels (5 by default):
+
+    - encoder stage ``i < L - 1``: [stride-2 conv k2 ``features[i-1] -> features[i]`` (norm, act) ->]
+      residual stage of ``num_convs[i]`` conv k (5) units at ``features[i]`` -> attention (before the
+      next downsampling). Stage 0 adds a 1x1 projection of the input as its residual.
+    - bottleneck (level ``L - 1``): downsampling and residual stage as above, then channel SE
+      (``r = r_C``) for slice-sized attention (``"pam"``, ``"scse"``, ``"csse"``: its depth may be 1),
+      the chosen block for the others;
+    - decoder stage ``i`` (``L - 2`` down to 0): transposed conv k2 s2 to ``features[i]`` (norm, act),
+      concatenate with the skip to ``2 * features[i]`` channels, residual stage of ``num_convs[i]``
+      units at that width, attention;
+    - head: 1x1 conv ``2 * features[0] -> out_channels`` logits.
+
+    Each conv unit is conv -> norm -> act (the last of a residual stage adds the residual before its
+    act). The defaults (``num_convs=(1, 2, 3, 3, 3)``, kernel 5, PReLU, batch norm, widths 16 to 256)
+    are Milletari et al.'s VNet: stages repeated 1/2/3/3 in the encoder, 3 in the bottleneck and
+    3/3/2/1 in the decoder.
+
+    ``attention="ag"`` (not in the PAM paper for VNet) is supported as in
+    :class:`~networks.nets.unet.AttentionUNet`: no block after the stages, and each skip is gated by
+    the feature one level deeper (the decoder stage's input) before the concatenation.
+
+    Every spatial size of the input must be divisible by ``2 ** (L - 1)``. Slice-sized blocks need
+    ``patch_size``: the blocks of level ``i`` are built for ``patch_size[slice_axis] // 2**i`` slices
+    and the network only accepts inputs of that depth. For ``"pam"``, ``"scse"`` and ``"csse"`` the
+    reductions default to the paper's VNet values ``r_D = 8``, ``r_C = 4`` (``attention_kwargs``
+    overrides them).
+
+    Paper: Medical Physics 49(1):295-308, 2022, https://doi.org/10.1002/mp.15369
+
+    Example::
+
+        >>> net = AttentionVNet(spatial_dims=3, in_channels=4, out_channels=3, patch_size=(64, 64, 32))
+        >>> net(torch.rand(1, 4, 64, 64, 32)).shape
+        torch.Size([1, 3, 64, 64, 32])
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 4,
+        out_channels: int = 3,
+        features: Sequence[int] = (16, 32, 64, 128, 256),
+        attention: str = "pam",
+        patch_size: Sequence[int] | None = None,
+        slice_axis: int = -1,
+        act: str | tuple = ("prelu", {}),
+        norm: str | tuple = ("batch", {}),
+        bias: bool = True,
+        num_convs: Sequence[int] | None = None,
+        kernel_size: int = 5,
+        attention_kwargs: dict | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        """
+        Args:
+            spatial_dims: number of spatial dimensions, 2 or 3. Defaults to 3.
+            in_channels: number of input channels. Defaults to 4 (BraTS modalities).
+            out_channels: number of output channels (logits). Defaults to 3.
+            features: channels per level, the last one the bottleneck; at least two levels. Defaults to
+                ``(16, 32, 64, 128, 256)``.
+            attention: registered attention block name. Defaults to ``"pam"``.
+            patch_size: spatial size of the training patch; required by slice-sized attention
+                (``"pam"``, ``"scse"``, ``"csse"``), whose depth ``patch_size[slice_axis]`` must be
+                divisible by ``2 ** (len(features) - 1)``.
+            slice_axis: index of the slice axis among the spatial dims. Defaults to -1 (Z of MONAI's
+                ``(B, C, X, Y, Z)``).
+            act: activation type and arguments. Defaults to PReLU with one slope per channel.
+            norm: normalisation type and arguments. Defaults to batch norm (the original VNet's; instance
+                norm fails on the 1-voxel bottleneck of small patches).
+            bias: whether the convolutions have a bias. Defaults to True.
+            num_convs: conv units of the residual stage per level (the decoder stage of level ``i`` uses
+                ``num_convs[i]``); one entry per level. Defaults to ``min(i + 1, 3)`` for level ``i``, i.e.
+                ``(1, 2, 3, 3, 3)`` for five levels.
+            kernel_size: odd kernel size of the residual stages' convs. Defaults to 5.
+            attention_kwargs: options of the attention block, e.g. ``{"slice_reduction": 8,
+                "channel_reduction": 4, "pool": "avg"}`` for ``"pam"`` or ``{"inter_channels": 8}`` for ``"ag"``.
+            dropout: dropout ratio after each conv unit. Defaults to no dropout.
+
+        Raises:
+            ValueError: on an unsupported ``spatial_dims``, fewer than two ``features``, ``num_convs`` not
+                matching ``features``, an even ``kernel_size``, an unknown ``attention``, a ``patch_size`` of
+                the wrong length, or a missing or indivisible ``patch_size`` for slice-sized attention.
+        """
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"AttentionVNet supports spatial_dims 2 or 3, got spatial_dims={spatial_dims}.")
+        features = tuple(int(f) for f in features)
+        if len(features) < 2 or min(features) < 1:
+            raise ValueError(f"features must hold at least two positive channel numbers, got features={features}.")
+        if num_convs is None:
+            num_convs = [min(i + 1, 3) for i in range(len(features))]
+        num_convs = tuple(int(n) for n in num_convs)
+        if len(num_convs) != len(features) or min(num_convs) < 1:
+            raise ValueError(
+                f"num_convs must hold one positive number per level ({len(features)} for features={features}), "
+                f"got num_convs={num_convs}."
+            )
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number, got kernel_size={kernel_size}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got dropout={dropout}.")
+        axis = _normalise_slice_axis(slice_axis, spatial_dims)
+        levels = len(features)
+        factor = 2 ** (levels - 1)
+        needs_slices = attention_needs_slices(attention)
+        skip_gate = is_skip_gate(attention)
+        if patch_size is not None:
+            patch_size = tuple(int(p) for p in patch_size)
+            if len(patch_size) != spatial_dims:
+                raise ValueError(
+                    f"patch_size must have spatial_dims={spatial_dims} entries, got patch_size={patch_size}."
+                )
+        depth = -1
+        if needs_slices:
+            if patch_size is None:
+                raise ValueError(
+                    f"attention={attention!r} is sized by the patch depth: pass patch_size (the training "
+                    "patch / sliding-window roi size)."
+                )
+            depth = patch_size[axis]
+            if depth % factor != 0:
+                raise ValueError(
+                    f"attention={attention!r} with {levels} levels needs patch_size[slice_axis={slice_axis}] "
+                    f"divisible by {factor}, got patch_size={patch_size}."
+                )
+
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.features = features
+        self.attention = attention
+        self.patch_size = patch_size
+        self.slice_axis = slice_axis
+        self._factor: int = factor
+        self._slice_dim: int = 2 + axis
+        self._expected_depth: int = depth
+        self._patch_desc: str = (
+            f"AttentionVNet(attention={attention!r}) was built for patch_size={patch_size} "
+            f"(depth {depth} along slice axis {slice_axis})"
+        )
+        user_kwargs = dict(attention_kwargs or {})
+        block_kwargs = dict(user_kwargs)
+        if attention.lower() in _SLICE_BLOCKS_WITH_SE_BOTTLENECK:
+            block_kwargs = {**_VNET_SLICE_DEFAULTS, **user_kwargs}
+        drop = dropout if dropout > 0 else None
+
+        def make_attention(channels: int, level: int) -> nn.Module:
+            if level == levels - 1 and attention.lower() in _SLICE_BLOCKS_WITH_SE_BOTTLENECK:
+                r = int(block_kwargs.get("channel_reduction", _VNET_SLICE_DEFAULTS["channel_reduction"]))
+                return get_attention_block("se", spatial_dims, channels, r=r)
+            num_slices = depth // 2**level if needs_slices else None
+            return get_attention_block(
+                attention, spatial_dims, channels, num_slices=num_slices, slice_axis=slice_axis, **block_kwargs
+            )
+
+        def stage(c_in: int, c_out: int, level: int) -> _ResidualStage:
+            return _ResidualStage(
+                spatial_dims, c_in, c_out, num_convs[level], kernel_size, act, norm, bias, dropout
+            )
+
+        def resample(c_in: int, c_out: int, transposed: bool) -> Convolution:
+            return Convolution(
+                spatial_dims,
+                c_in,
+                c_out,
+                strides=2,
+                kernel_size=2,
+                adn_ordering="NDA",
+                act=_act_spec(act, c_out),
+                norm=norm,
+                dropout=drop,
+                bias=bias,
+                is_transposed=transposed,
+                padding=0,
+                output_padding=0 if transposed else None,
+            )
+
+        encoder = []
+        c_in = in_channels
+        for level, c_out in enumerate(features):
+            down = nn.Identity() if level == 0 else resample(c_in, c_out, transposed=False)
+            encoder.append(
+                _EncoderStage(down, stage(c_out if level else c_in, c_out, level), make_attention(c_out, level))
+            )
+            c_in = c_out
+        self.encoder = nn.ModuleList(encoder)
+
+        decoder = []
+        for level in range(levels - 2, -1, -1):
+            width = 2 * features[level]
+            gate = SkipPassThrough()
+            if skip_gate:
+                gate = get_skip_gate(attention, spatial_dims, features[level], c_in, **user_kwargs)
+            up = resample(c_in, features[level], transposed=True)
+            decoder.append(_DecoderStage(up, stage(width, width, level), make_attention(width, level), gate))
+            c_in = width
+        self.decoder = nn.ModuleList(decoder)
+
+        self.head = Conv["conv", spatial_dims](c_in, out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            x: input of shape ``(B, in_channels, *spatial)``, every spatial size divisible by
+                ``2 ** (len(features) - 1)``; with slice-sized attention its depth along ``slice_axis``
+                must be ``patch_size[slice_axis]``.
+
+        Returns:
+            logits of shape ``(B, out_channels, *spatial)``.
+
+        Raises:
+            ValueError: when ``x`` has the wrong number of dims, an indivisible spatial size, or the wrong
+                depth for slice-sized attention.
+        """
+        if x.ndim != self.spatial_dims + 2:
+            raise ValueError(
+                f"AttentionVNet(spatial_dims={self.spatial_dims}) expects input (B, C, *spatial) with "
+                f"{self.spatial_dims + 2} dims, got shape {list(x.shape)}."
+            )
+        for size in x.shape[2:]:
+            if size % self._factor != 0:
+                raise ValueError(
+                    f"AttentionVNet with {len(self.features)} levels needs every spatial size divisible by "
+                    f"{self._factor}, got input shape {list(x.shape)}."
+                )
+        if self._expected_depth > 0 and x.shape[self._slice_dim] != self._expected_depth:
+            raise ValueError(
+                f"{self._patch_desc} but got depth {x.shape[self._slice_dim]} (input shape {list(x.shape)}); "
+                "feed patches of patch_size, e.g. sliding-window inference with roi_size=patch_size."
+            )
+        skips: list[torch.Tensor] = []
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        for i, stage in enumerate(self.decoder):
+            x = stage(x, skips[-2 - i])
+        return self.head(x)
