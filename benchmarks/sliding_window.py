@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 VARIANTS = ("monai", "ours")
+PRECISIONS = ("bf16-network", "autocast", "float32")
 
 
 def make_input(size: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -62,7 +63,9 @@ def run_variant(args: argparse.Namespace) -> None:
             from pipelines.inferers import FastSlidingWindowInferer
 
             inferer = FastSlidingWindowInferer(
-                roi, sw_batch_size=args.sw_batch_size, overlap=0.25, mode="constant", amp=not args.no_amp,
+                roi, sw_batch_size=args.sw_batch_size, overlap=0.25, mode="constant",
+                amp=args.precision == "autocast",
+                network_dtype=torch.bfloat16 if args.precision == "bf16-network" else None,
                 channels_last=not args.no_channels_last,
             )
             out = inferer(image, network)
@@ -83,8 +86,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--roi", type=int, nargs=3, default=[128, 128, 128], help="window size (default 128^3)")
     parser.add_argument("--size", type=int, nargs=3, default=[240, 240, 155], help="volume size (BraTS)")
-    parser.add_argument("--sw-batch-size", type=int, default=2, help="windows per forward pass, ours only")
-    parser.add_argument("--no-amp", action="store_true", help="ours without bfloat16 autocast")
+    parser.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass, ours only")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="bf16-network",
+        help="ours: bfloat16 copy of the network (default), bfloat16 autocast, or float32",
+    )
     parser.add_argument("--no-channels-last", action="store_true", help="ours without channels_last_3d")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)

@@ -6,7 +6,8 @@ float32 and no test-time augmentation the results agree to rounding) with the op
 inference cheaper or better:
 
 - mixed precision (``amp``): windows run under ``torch.autocast`` (bfloat16 on CPU, where AMX/AVX512-BF16 make it
-  fast, float16 on CUDA); predictions are accumulated in float32;
+  fast, float16 on CUDA); or, faster still and a little less accurate, a low-precision copy of the whole network
+  (``network_dtype``); predictions are accumulated in float32 either way;
 - ``channels_last``: windows are laid out channels-last (``torch.channels_last_3d`` in 3D), which oneDNN and cuDNN
   convolutions prefer;
 - batching ``sw_batch_size`` windows per forward pass, a cached Gaussian importance map, and stitching on the CPU
@@ -22,6 +23,7 @@ output cropped back), which networks built for a fixed patch depth, such as
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -106,6 +108,10 @@ class FastSlidingWindowInferer(Inferer):
             regardless of ``device`` (keeps accelerator memory independent of the volume size).
         amp: run the network under ``torch.autocast`` on ``sw_device``.
         autocast_dtype: autocast dtype; defaults to ``torch.bfloat16`` on CPU and ``torch.float16`` elsewhere.
+        network_dtype: when given (e.g. ``torch.bfloat16``), every call runs a copy of ``network`` (an
+            ``nn.Module``) cast to this dtype, on windows of this dtype. Faster than ``amp`` (no per-op casts) but
+            every op, normalisation included, runs in low precision. The copy is made afresh at each call, so the
+            weights are always the current ones (validation during training) and ``network`` is left untouched.
         channels_last: hand windows to the network in channels-last memory format (``torch.channels_last`` in 2D,
             ``torch.channels_last_3d`` in 3D). Numerically a no-op; usually faster for convolutions.
         mirror_axes: spatial axes (0 = first spatial dim, negative values count from the end) to mirror for
@@ -139,6 +145,7 @@ class FastSlidingWindowInferer(Inferer):
         cpu_thresh: int | None = None,
         amp: bool = False,
         autocast_dtype: torch.dtype | None = None,
+        network_dtype: torch.dtype | None = None,
         channels_last: bool = False,
         mirror_axes: Sequence[int] | int = (),
         tta_activation: str | None = None,
@@ -169,6 +176,7 @@ class FastSlidingWindowInferer(Inferer):
         self.cpu_thresh = cpu_thresh
         self.amp = amp
         self.autocast_dtype = autocast_dtype
+        self.network_dtype = network_dtype
         self.channels_last = channels_last
         self.mirror_axes = mirror_axes
         self.tta_activation = tta_activation
@@ -195,7 +203,8 @@ class FastSlidingWindowInferer(Inferer):
         Raises:
             ValueError: when ``inputs`` is not ``(B, C, *spatial)`` matching ``roi_size``, a mirror axis is out of
                 range, or the network returns windows of another spatial size or batch size.
-            TypeError: when the network returns something other than a tensor.
+            TypeError: when the network returns something other than a tensor, or ``network_dtype`` is set and
+                ``network`` is not an ``nn.Module``.
         """
         spatial_dims = inputs.ndim - 2
         if spatial_dims < 1:
@@ -222,6 +231,7 @@ class FastSlidingWindowInferer(Inferer):
         batch = plain.shape[0]
         total = batch * len(windows)
 
+        network = self.prepare_network(network)
         output: torch.Tensor | None = None
         batches = range(0, total, self.sw_batch_size)
         for first in tqdm(batches, desc="sliding window") if self.progress else batches:
@@ -247,9 +257,22 @@ class FastSlidingWindowInferer(Inferer):
 
     # ---- hooks (override one in a subclass to change a step) ------------------------------------------------------
 
+    def prepare_network(self, network: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        """The callable that runs the windows of one ``__call__``: ``network`` itself, or its copy in
+        ``network_dtype``."""
+        if self.network_dtype is None:
+            return network
+        if not isinstance(network, torch.nn.Module):
+            raise TypeError(
+                f"network_dtype={self.network_dtype} needs an nn.Module to copy, got {type(network).__name__}."
+            )
+        return copy.deepcopy(network).to(self.network_dtype)
+
     def network_forward(self, network: Callable[..., torch.Tensor], win: torch.Tensor, *args: Any, **kwargs: Any):
         """One forward pass of ``network`` on a batch of windows ``(N, C, *roi_size)`` (autocast and memory format
         are set up here); returns the raw network output."""
+        if self.network_dtype is not None:
+            win = win.to(self.network_dtype)
         if self.channels_last and win.ndim in (4, 5):
             win = win.contiguous(memory_format=torch.channels_last if win.ndim == 4 else torch.channels_last_3d)
         if not self.amp:

@@ -140,8 +140,12 @@ def test_bfloat16_autocast_and_channels_last_are_close_to_float32():
         reference = FastSlidingWindowInferer(**kwargs)(x, net)
         fast = FastSlidingWindowInferer(**kwargs, amp=True, autocast_dtype=torch.bfloat16, channels_last=True)(x, net)
         cl_only = FastSlidingWindowInferer(**kwargs, channels_last=True)(x, net)
-    assert fast.dtype == torch.float32
+    with torch.inference_mode():
+        bf16_copy = FastSlidingWindowInferer(**kwargs, network_dtype=torch.bfloat16, channels_last=True)(x, net)
+    assert fast.dtype == bf16_copy.dtype == torch.float32
+    assert next(net.parameters()).dtype == torch.float32  # the network itself is not cast
     torch.testing.assert_close(fast, reference, atol=5e-2, rtol=0)
+    torch.testing.assert_close(bf16_copy, reference, atol=5e-2, rtol=0)
     torch.testing.assert_close(cl_only, reference, atol=1e-5, rtol=0)
 
 
@@ -199,3 +203,30 @@ def test_bad_inputs_and_outputs_name_the_problem():
         FastSlidingWindowInferer((4, 4))(x, torch.nn.MaxPool2d(2))
     with pytest.raises(TypeError, match="tuple"):
         FastSlidingWindowInferer((4, 4))(x, lambda w: (w, w))
+    with pytest.raises(TypeError, match="nn.Module"):
+        FastSlidingWindowInferer((4, 4), network_dtype=torch.bfloat16)(x, lambda w: w)
+
+
+def test_instantiates_from_bundle_config():
+    from monai.bundle import ConfigParser
+
+    config = {
+        "roi_size": [8, 8],
+        "inferer": {
+            "_target_": "pipelines.inferers.FastSlidingWindowInferer",
+            "roi_size": "@roi_size",
+            "sw_batch_size": 2,
+            "overlap": 0.5,
+            "mode": "gaussian",
+            "amp": True,
+            "channels_last": True,
+            "mirror_axes": [0, 1],
+            "tta_activation": "sigmoid",
+            "cpu_thresh": 1000000,
+        },
+    }
+    inferer = ConfigParser(config).get_parsed_content("inferer")
+    assert isinstance(inferer, FastSlidingWindowInferer) and inferer.mirror_axes == (0, 1)
+    with torch.no_grad():
+        out = inferer(_input((12, 10)), _conv_net(2))
+    assert out.shape == (2, 3, 12, 10) and 0 <= out.min() and out.max() <= 1
