@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import time
@@ -48,16 +47,14 @@ def run_bundle(bundle: str, run_id: str, config: str, **override) -> None:
     )
 
 
-def _read_dice(eval_dir: Path) -> dict[str, float]:
-    """Per-region mean Dice from the evaluation's ``metrics.csv`` (MONAI ``MetricsSaver`` format)."""
-    values: dict[str, float] = {}
-    path = eval_dir / "metrics.csv"
-    if path.is_file():
-        with open(path) as f:
-            for row in csv.reader(f):
-                if len(row) >= 2:
-                    values[row[0]] = float(row[1])
-    return values
+def _read_summary(eval_dir: Path) -> dict[str, float]:
+    """Mean of every metric column of the evaluation's ``summary.json`` (see :mod:`pipelines.reports`)."""
+    path = eval_dir / "summary.json"
+    if not path.is_file():
+        return {}
+    with open(path) as f:
+        summary = json.load(f)
+    return {name: float(stats["mean"]) for name, stats in summary.items() if isinstance(stats, dict) and "mean" in stats}
 
 
 def demo(output_dir: str = "runs/demo", data_dir: str | None = None, epochs: int | None = None, seed: int = 0) -> dict:
@@ -70,7 +67,7 @@ def demo(output_dir: str = "runs/demo", data_dir: str | None = None, epochs: int
         seed: seed of the data generator and of training.
 
     Returns:
-        a dict with the per-region validation Dice and the output paths.
+        a dict with the mean of each validation metric (Dice, HD95 in mm, NSD per region) and the output paths.
     """
     from .data import ensure_demo_dataset
 
@@ -91,21 +88,25 @@ def demo(output_dir: str = "runs/demo", data_dir: str | None = None, epochs: int
     common.pop("seed")
     run_bundle("brats_pam_segmentation", "inference", "inference.yaml", **common)
 
-    metrics = _read_dice(output / "eval")
+    metrics = _read_summary(output / "eval")
     result = {
-        "dice": {k: v for k, v in metrics.items()},
+        "metrics_mean": metrics,
         "checkpoints": str(output / "models"),
         "tensorboard": str(output / "logs"),
         "metrics": str(output / "eval"),
         "predictions": str(output / "predictions"),
         "seconds": round(time.time() - start, 1),
     }
-    print("\n[demo] validation Dice:")
+    dice = {k: v for k, v in metrics.items() if k.startswith("dice_")}
+    print("\n[demo] validation fold, mean over cases:")
     for name, value in metrics.items():
-        print(f"  {name:>24s}: {value:.4f}")
+        unit = " mm" if name.startswith("hd95") else ""
+        print(f"  {name:>10s}: {value:.4f}{unit}")
+    if dice:
+        print(f"  mean Dice over regions: {sum(dice.values()) / len(dice):.4f}")
     print(f"[demo] checkpoints : {result['checkpoints']}  (best: model.pt, last: checkpoint_epoch=N.pt)")
     print(f"[demo] TensorBoard : tensorboard --logdir {result['tensorboard']}")
-    print(f"[demo] metrics     : {result['metrics']}")
+    print(f"[demo] metrics     : {result['metrics']}  (metrics.csv per case, summary.json, summary.md)")
     print(f"[demo] predictions : {result['predictions']}")
     print(f"[demo] done in {result['seconds']} s")
     with open(output / "demo_summary.json", "w") as f:

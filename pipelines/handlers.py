@@ -11,7 +11,7 @@ from monai.handlers import IgniteMetricHandler
 from monai.metrics import DiceMetric
 from torch.utils.tensorboard import SummaryWriter
 
-__all__ = ["PerChannelMeanDice", "TensorBoardSliceHandler", "LearningRateLogger", "overlay_rgb"]
+__all__ = ["PerChannelMeanDice", "TensorBoardSliceHandler", "LearningRateLogger", "foreground_output_transform", "overlay_rgb"]
 
 
 class PerChannelMeanDice(IgniteMetricHandler):
@@ -188,3 +188,17 @@ class LearningRateLogger:
     def __call__(self, engine: Engine) -> None:
         self._writer.add_scalar(self.tag, self.optimizer.param_groups[0]["lr"], engine.state.epoch)
         self._writer.flush()
+
+
+def foreground_output_transform(pred_key: str = "pred", label_key: str = "label") -> Callable:
+    """``output_transform`` that drops channel 0 (background) of one-hot predictions and labels.
+
+    For softmax bundles whose metrics are reported over the foreground classes only. Works on MONAI's decollated
+    evaluator output (a list of per-item dicts); slicing keeps each MetaTensor's affine (needed for the spacing).
+    """
+
+    def _transform(output) -> tuple[list, list]:
+        items = output if isinstance(output, (list, tuple)) else [output]
+        return [item[pred_key][1:] for item in items], [item[label_key][1:] for item in items]
+
+    return _transform

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from monai.bundle import ConfigWorkflow, verify_net_in_out
 
 from pipelines.bundle_check import verify_bundle_metadata
 from pipelines.data import DatasetError, make_brats_demo
+from pipelines.metrics import compute_segmentation_metrics
+from transforms import regions_from_labels
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "brats_pam_segmentation"
 CONFIGS = BUNDLE / "configs"
@@ -97,28 +100,63 @@ def test_resume_continues_from_last_checkpoint(trained, tmp_path):
     assert evaluator.state.best_metric >= trained["best"] - 1e-6
 
 
-def test_evaluation_writes_per_case_region_dice(trained):
+@pytest.fixture(scope="module")
+def evaluated(trained):
     wf = _workflow("evaluate.yaml", "eval", dataset_dir=trained["data"], output_dir=trained["out"], **SMALL)
     wf.run()
     state_metrics = dict(wf.parser.get_parsed_content("validate#evaluator").state.metrics)
     wf.finalize()
-    eval_dir = Path(trained["out"]) / "eval"
-    with open(eval_dir / "metrics.csv") as f:
-        summary = {row[0]: float(row[1]) for row in csv.reader(f)}
-    for region in ("TC", "WT", "ET"):
-        assert summary[f"val_mean_dice_{region}"] == pytest.approx(state_metrics[f"val_mean_dice_{region}"], abs=1e-4)
-    with open(eval_dir / "val_mean_dice_raw.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert rows and all(r["filename"].startswith("Brats18_DEMO_") for r in rows)
-    assert summary["val_mean_dice"] > 0.6
+    return state_metrics
 
 
-def test_inference_writes_labels_in_the_input_grid(trained, tmp_path):
-    pred_dir = str(tmp_path / "pred")
+@pytest.fixture(scope="module")
+def inferred(trained, tmp_path_factory):
+    pred_dir = str(tmp_path_factory.mktemp("brats_pred"))
     wf = _workflow("inference.yaml", "infer", dataset_dir=trained["data"], output_dir=trained["out"],
                    pred_dir=pred_dir, **{k: v for k, v in SMALL.items() if k != "seed"})
     wf.run()
     wf.finalize()
+    return pred_dir
+
+
+def test_evaluation_writes_metrics_csv_and_summary(trained, evaluated):
+    eval_dir = Path(trained["out"]) / "eval"
+    with open(eval_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    columns = [f"{m}_{r}" for r in ("TC", "WT", "ET") for m in ("dice", "hd95", "nsd")]
+    assert rows and list(rows[0]) == ["case_id", *columns]
+    assert all(r["case_id"].startswith("Brats18_DEMO_") for r in rows)
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    for column in columns:
+        stats = summary[column]
+        values = [float(r[column]) for r in rows]
+        assert stats["n"] == len(rows)
+        assert stats["mean"] == pytest.approx(np.mean(values), abs=1e-9)
+        assert stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
+    for region in ("TC", "WT", "ET"):  # the key metric handler reports the same means
+        assert evaluated[f"dice_{region}"] == pytest.approx(summary[f"dice_{region}"]["mean"], abs=1e-6)
+    assert "| TC |" in (eval_dir / "summary.md").read_text()
+    assert np.mean([summary[f"dice_{r}"]["mean"] for r in ("TC", "WT", "ET")]) > 0.6
+
+
+def test_metrics_csv_equals_metric_functions_on_saved_predictions(trained, evaluated, inferred):
+    with open(Path(trained["out"]) / "eval" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        case = row["case_id"]
+        pred = nib.load(os.path.join(inferred, f"{case}.nii.gz"))
+        truth = nib.load(os.path.join(trained["data"], case, f"{case}_seg.nii.gz"))
+        spacing = [float(z) for z in pred.header.get_zooms()[:3]]
+        values = compute_segmentation_metrics(
+            regions_from_labels(np.asarray(pred.dataobj)), regions_from_labels(np.asarray(truth.dataobj)),
+            spacing=spacing, class_names=("TC", "WT", "ET"), tolerance_mm=1.0,
+        )
+        for key, value in values.items():
+            assert float(row[key]) == pytest.approx(value, abs=1e-4), (case, key)
+
+
+def test_inference_writes_labels_in_the_input_grid(trained, inferred):
+    pred_dir = inferred
     cases = sorted(p.name for p in Path(trained["data"]).iterdir() if p.is_dir())
     assert sorted(os.listdir(pred_dir)) == [f"{c}.nii.gz" for c in cases]
     orientations = set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -51,8 +52,15 @@ def test_train_evaluate_infer_on_demo_layout(bundle, tmp_path):
     wf = _run(bundle, "evaluate.yaml", **common)
     wf.finalize()
     with open(tmp_path / "out" / "eval" / "metrics.csv") as f:
-        summary = {row[0]: float(row[1]) for row in csv.reader(f)}
-    assert summary["val_mean_dice"] == pytest.approx(metrics["val_mean_dice"], abs=1e-4)
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["case_id"] + [f"{m}_{c}" for c in class_names for m in ("dice", "hd95", "nsd")]
+    per_class = [np.mean([float(r[f"dice_{c}"]) for r in rows]) for c in class_names]
+    # the evaluation's Dice (empty-mask convention: both empty -> 1) against the training validation's
+    # (MONAI's, which skips empty classes): equal where no class is empty in a validation case
+    if all(float(r[f"dice_{c}"]) < 1.0 for r in rows for c in class_names):
+        assert np.mean(per_class) == pytest.approx(metrics["val_mean_dice"], abs=1e-4)
+    summary = json.loads((tmp_path / "out" / "eval" / "summary.json").read_text())
+    assert summary[f"hd95_{class_names[-1]}"]["mean"] >= 0.0
 
     pred_dir = tmp_path / "pred"
     wf = _run(bundle, "inference.yaml", pred_dir=str(pred_dir), **common)
