@@ -397,7 +397,7 @@ def split_outputs(output: torch.Tensor | Mapping[str, torch.Tensor] | Sequence[t
 def register_lanet_networks() -> None:
     """Register ``"lanet"`` (:class:`LANet`) and ``"resnet_classifier"`` in :mod:`networks.registry`.
 
-    Idempotent. Not done on import, because the registry's network sweep expects segmentation networks.
+    Idempotent; done on import of this module.
     """
     register_network("lanet")(LANet)
     register_network("resnet_classifier")(ResNetClassifier)
@@ -407,3 +407,6 @@ def _unregister_lanet_networks() -> None:
     """Undo :func:`register_lanet_networks` (for tests)."""
     for name in ("lanet", "resnet_classifier"):
         _NETWORKS.pop(name, None)
+
+
+register_lanet_networks()
