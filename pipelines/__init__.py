@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from . import bundles, checkpoints, data, handlers, losses, recipes
+from . import bundles, checkpoints, data, handlers, inferers, losses, metrics, recipes, reports
 from .bundles import bundle_root
 
-__all__ = ["bundle_root", "bundles", "checkpoints", "data", "handlers", "losses", "recipes"]
+__all__ = [
+    "bundle_root", "bundles", "checkpoints", "data", "handlers", "inferers", "losses", "metrics", "recipes", "reports"
+]

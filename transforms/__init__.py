@@ -12,7 +12,9 @@ from .busi import (
     busi_eval_transforms,
     busi_train_transforms,
 )
+from . import brats, busi, postprocessing
 from .brats import BRATS_REGIONS, BratsRegionsToLabels, BratsRegionsToLabelsd, regions_from_labels
+from .postprocessing import KeepLargestComponentPerClass, KeepLargestComponentPerClassd
 
 __all__ = [
     "BoxesToMaskd",
@@ -27,4 +29,6 @@ __all__ = [
     "BratsRegionsToLabels",
     "BratsRegionsToLabelsd",
     "regions_from_labels",
+    "KeepLargestComponentPerClass",
+    "KeepLargestComponentPerClassd",
 ]
