@@ -1,0 +1,171 @@
+"""Runs the real LA-Net bundle configs on tiny BUSI-like demo data: stage 1, stage 2, evaluate, infer, verify."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from monai.bundle import ConfigWorkflow
+from PIL import Image
+
+from pipelines.bundle_check import verify_bundle_metadata
+from pipelines.data import make_busi_demo
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "busi_lanet"
+CONFIGS = BUNDLE / "configs"
+SIZE = 64
+# Shrink the real configs to a CPU budget; transforms, losses, iterations and handlers are the bundle's own.
+# 4 folds: 12 training and 4 validation images; batch 2 gives the BatchNorm running statistics enough updates.
+SMALL = {"image_size": SIZE, "num_workers": 0, "num_folds": 4, "fold": 0, "seed": 0, "batch_size": 2}
+STAGE1 = dict(SMALL, stage=1, epochs=3, learning_rate=3e-3, cache_rate=1.0, tb_num_images=2)
+STAGE2 = dict(SMALL, stage=2, epochs=4, learning_rate=3e-4, cache_rate=1.0, tb_num_images=2)
+
+
+def _workflow(config: str, workflow_type: str, **override) -> ConfigWorkflow:
+    wf = ConfigWorkflow(
+        config_file=str(CONFIGS / config),
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type=workflow_type,
+        **override,
+    )
+    wf.initialize()
+    return wf
+
+
+def _train(data: str, out: str, settings: dict) -> dict:
+    wf = _workflow("train.yaml", "train", dataset_dir=data, output_dir=out, **settings)
+    wf.run()
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
+    result = {"metrics": dict(evaluator.state.metrics), "best": evaluator.state.best_metric,
+              "loaded_stage1": wf.parser.get_parsed_content("load_stage1")}
+    wf.finalize()
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    base = tmp_path_factory.mktemp("busi_bundle")
+    data = make_busi_demo(str(base / "data"), num_per_class=8, size=SIZE, seed=0, include_normal=False)
+    out = str(base / "out")
+    stage1 = _train(data, out, STAGE1)
+    stage2 = _train(data, out, STAGE2)
+    return {"data": data, "out": out, "stage1": stage1, "stage2": stage2}
+
+
+def test_two_stages_learn_and_write_their_own_folders(trained):
+    out = Path(trained["out"])
+    for stage, epochs in ((1, STAGE1["epochs"]), (2, STAGE2["epochs"])):
+        models = out / f"stage{stage}" / "models"
+        assert (models / "model.pt").is_file()
+        assert (models / f"checkpoint_epoch={epochs}.pt").is_file()
+        assert any(p.name.startswith("events.out.tfevents") for p in (out / f"stage{stage}" / "logs").iterdir())
+    s1, s2 = trained["stage1"], trained["stage2"]
+    assert not s1["loaded_stage1"] and s2["loaded_stage1"]  # stage 2 started from stage 1's model
+    assert s1["best"] > 0.05, s1["metrics"]  # stage 1 best model by mask Dice
+    assert {"val_mask_dice", "val_mask_iou", "val_auc", "accuracy", "auc"} <= set(s2["metrics"])
+    assert s2["metrics"]["accuracy"] >= 0.75, s2["metrics"]
+    assert s2["best"] >= 0.8, s2["metrics"]  # best validation AUC
+    assert s2["metrics"]["val_mask_dice"] > 0.05, s2["metrics"]
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained):
+    wf = _workflow("evaluate.yaml", "eval", dataset_dir=trained["data"], output_dir=trained["out"],
+                   n_resamples=50, **SMALL)
+    result = wf.parser.get_parsed_content("evaluate")
+    wf.finalize()
+    return result
+
+
+def test_evaluation_writes_report_localisation_robustness_and_figures(trained, evaluated):
+    eval_dir = Path(trained["out"]) / "eval"
+    with open(eval_dir / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and list(rows[0]) == ["case_id", "label", "prediction", "prob_benign", "prob_malignant"]
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    for key in ("accuracy", "auc", "sensitivity_macro", "specificity_macro", "f1_macro"):
+        entry = summary["metrics"][key]
+        assert entry["ci_low"] <= entry["value"] <= entry["ci_high"], key
+    assert summary["localisation"]["n"] == 4 and 0 <= summary["localisation"]["iou"] <= summary["localisation"]["dice"]
+    robust = json.loads((eval_dir / "robustness.json").read_text())
+    assert robust["steps"] == 4 and robust["eps"] == pytest.approx(8 / 255)
+    assert robust["clean"]["accuracy"] == pytest.approx(summary["metrics"]["accuracy"]["value"])
+    assert robust["pgd"]["accuracy"] < robust["clean"]["accuracy"], robust
+    assert robust["pgd"]["auc"] <= robust["clean"]["auc"], robust
+    markdown = (eval_dir / "summary.md").read_text()
+    assert "| accuracy |" in markdown and "PGD" in markdown and "| dice |" in markdown
+    assert len(list((eval_dir / "figures").glob("*.png"))) == 4
+    assert evaluated["robustness"] == robust
+
+
+def test_inference_writes_csv_and_masks_at_image_size(trained, tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    src = Path(trained["data"])
+    names = ["benign (1)", "benign (2)", "malignant (3)"]  # benign (2) is RGB
+    for name in names:
+        cls = name.split()[0]
+        img = Image.open(src / cls / f"{name}.png")
+        if name == "malignant (3)":  # another size and aspect ratio, as JPEG
+            img.convert("L").resize((80, 64)).save(inputs / f"{name}.jpg", quality=95)
+        else:
+            img.save(inputs / f"{name}.png")
+    (inputs / "benign (1)_mask.png").write_bytes((src / "benign" / "benign (1)_mask.png").read_bytes())  # skipped
+    pred_dir = tmp_path / "preds"
+    common = dict(input_dir=str(inputs), output_dir=trained["out"], image_size=SIZE)
+    with pytest.raises(Exception, match="inside the input folder"):
+        _workflow("inference.yaml", "infer", pred_dir=str(inputs / "out"), **common).run()
+    wf = _workflow("inference.yaml", "infer", pred_dir=str(pred_dir), **common)
+    wf.run()
+    wf.finalize()
+    with open(pred_dir / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["file"] for r in rows] == ["benign (1).png", "benign (2).png", "malignant (3).jpg"]
+    for row in rows:
+        probs = [float(row["prob_benign"]), float(row["prob_malignant"])]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-5)
+        assert row["prediction"] == ("benign", "malignant")[int(np.argmax(probs))]
+    for name, size in (("benign (1)", (SIZE, SIZE)), ("benign (2)", (SIZE, SIZE)), ("malignant (3)", (64, 80))):
+        mask = np.asarray(Image.open(pred_dir / f"{name}_mask.png"))
+        assert mask.shape == size and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+
+
+def test_metadata_matches_schema_and_network():
+    import torch
+    from monai.bundle import ConfigParser
+
+    verify_bundle_metadata(str(CONFIGS / "metadata.json"))
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    fmt = meta["network_data_format"]
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser.update({"dataset_dir": "unused", "device": "$torch.device('cpu')"})
+    net = parser.get_parsed_content("network_def").eval()
+    shape = fmt["inputs"]["image"]["spatial_shape"]
+    with torch.no_grad():
+        out = net(torch.zeros(1, fmt["inputs"]["image"]["num_channels"], *shape))
+    assert out["logits"].shape == (1, fmt["outputs"]["logits"]["num_channels"])
+    assert list(out["mask"].shape[2:]) == fmt["outputs"]["mask"]["spatial_shape"]
+    assert os.path.isfile(BUNDLE / "docs" / "README.md") and os.path.isfile(BUNDLE / "LICENSE")
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_stage_switch_selects_loss_rate_epochs_and_folder(stage):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser.update({"stage": stage, "output_dir": "/tmp/x", "dataset_dir": "unused", "device": "$torch.device('cpu')"})
+    loss = parser.get_parsed_content("loss")
+    assert type(loss).__name__ == ("LANetMaskLoss" if stage == 1 else "LANetJointLoss")
+    assert parser.get_parsed_content("learning_rate") == (1e-4 if stage == 1 else 3e-4)
+    assert parser.get_parsed_content("epochs") == (10 if stage == 1 else 20)
+    assert parser.get_parsed_content("ckpt_dir") == f"/tmp/x/stage{stage}/models"
+    assert parser.get_parsed_content("lanet_weights") == "/tmp/x/stage1/models/model.pt"
+    if stage == 2:
+        assert loss.pseudo_mode == "class_confidence"
