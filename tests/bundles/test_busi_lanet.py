@@ -120,8 +120,13 @@ def test_inference_writes_csv_and_masks_at_image_size(trained, tmp_path):
     (inputs / "benign (1)_mask.png").write_bytes((src / "benign" / "benign (1)_mask.png").read_bytes())  # skipped
     pred_dir = tmp_path / "preds"
     common = dict(input_dir=str(inputs), output_dir=trained["out"], image_size=SIZE)
-    with pytest.raises(Exception, match="inside the input folder"):
+    with pytest.raises(RuntimeError) as info:
         _workflow("inference.yaml", "infer", pred_dir=str(inputs / "out"), **common).run()
+    chain, err = [], info.value
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__
+    assert any(isinstance(e, ValueError) and "inside the input folder" in str(e) for e in chain)
     wf = _workflow("inference.yaml", "infer", pred_dir=str(pred_dir), **common)
     wf.run()
     wf.finalize()
