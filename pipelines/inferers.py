@@ -12,6 +12,8 @@ inference cheaper or better:
   convolutions prefer;
 - batching ``sw_batch_size`` windows per forward pass, a cached Gaussian importance map, and stitching on the CPU
   (``device`` / ``cpu_thresh``) when the output volume would not fit next to the network on the accelerator;
+- ``compile``: the network (or its low-precision copy) wrapped in ``torch.compile`` once per network and reused
+  by later calls (on CPU, inductor fuses the memory-bound ops between convolutions);
 - mirroring test-time augmentation as in nnU-Net (Isensee et al., "nnU-Net: a self-configuring method for deep
   learning-based biomedical image segmentation", Nature Methods 2021): every window is predicted for all flips of
   ``mirror_axes`` and the flipped-back predictions are averaged.
@@ -74,6 +76,15 @@ def window_starts(image_size: int, roi_size: int, overlap: float) -> list[int]:
     return starts
 
 
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in channels-last memory format when it is 4D or 5D (convolution weights), else unchanged."""
+    if t.ndim == 4:
+        return t.contiguous(memory_format=torch.channels_last)
+    if t.ndim == 5:
+        return t.contiguous(memory_format=torch.channels_last_3d)
+    return t
+
+
 class FastSlidingWindowInferer(Inferer):
     """Sliding-window inference with mixed precision, channels-last windows, CPU stitching and mirroring TTA.
 
@@ -118,6 +129,15 @@ class FastSlidingWindowInferer(Inferer):
             test-time augmentation: the prediction is the average over all ``2 ** len(mirror_axes)`` combinations
             of flips, each flipped back. Empty for no TTA.
         tta_activation: ``"sigmoid"``, ``"softmax"`` (over channels) or ``None``; see "Output values" above.
+        compile: wrap the network that runs the windows (``network``, or its ``network_dtype`` copy) in
+            ``torch.compile(..., dynamic=False)``. The compiled module of the most recent network is kept (with a
+            reference to that network) and reused by later calls on the same network, which therefore pay the
+            compilation only once per window shape; another network replaces it. With ``network_dtype`` the cached
+            copy's parameters and buffers are refreshed from ``network`` at each call (so the weights are always the
+            current ones, as without ``compile``); with ``channels_last`` the copy's convolution weights are
+            channels-last too. Needs an ``nn.Module``. On CPU the first call compiles for minutes on a few cores.
+        compile_backend: ``torch.compile`` backend (default ``"inductor"``; ``"eager"`` only exercises the
+            plumbing).
         progress: show a ``tqdm`` progress bar over window batches.
 
     Raises:
@@ -149,6 +169,8 @@ class FastSlidingWindowInferer(Inferer):
         channels_last: bool = False,
         mirror_axes: Sequence[int] | int = (),
         tta_activation: str | None = None,
+        compile: bool = False,
+        compile_backend: str | Callable = "inductor",
         progress: bool = False,
     ) -> None:
         super().__init__()
@@ -180,8 +202,12 @@ class FastSlidingWindowInferer(Inferer):
         self.channels_last = channels_last
         self.mirror_axes = mirror_axes
         self.tta_activation = tta_activation
+        self.compile = bool(compile)
+        self.compile_backend = compile_backend
         self.progress = progress
         self._importance_maps: dict[tuple, torch.Tensor] = {}
+        # compile: (network, module that runs its windows: network itself or its low-precision copy, compiled module)
+        self._compiled: tuple[torch.nn.Module, torch.nn.Module, Callable[..., torch.Tensor]] | None = None
 
     # ---- public entry point ---------------------------------------------------------------------------------------
 
@@ -259,14 +285,38 @@ class FastSlidingWindowInferer(Inferer):
 
     def prepare_network(self, network: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         """The callable that runs the windows of one ``__call__``: ``network`` itself, or its copy in
-        ``network_dtype``."""
-        if self.network_dtype is None:
+        ``network_dtype``; compiled (and cached per network) with ``compile``."""
+        if self.network_dtype is None and not self.compile:
             return network
         if not isinstance(network, torch.nn.Module):
-            raise TypeError(
-                f"network_dtype={self.network_dtype} needs an nn.Module to copy, got {type(network).__name__}."
-            )
-        return copy.deepcopy(network).to(self.network_dtype)
+            option = f"network_dtype={self.network_dtype}" if self.network_dtype is not None else "compile=True"
+            raise TypeError(f"{option} needs an nn.Module, got {type(network).__name__}.")
+        if not self.compile:
+            return copy.deepcopy(network).to(self.network_dtype)
+        cached = self._compiled[1:] if self._compiled is not None and self._compiled[0] is network else None
+        if cached is None:
+            module = network
+            if self.network_dtype is not None:
+                # ordinary (not inference) tensors, so that _refresh_copy may update them in or out of inference mode
+                with torch.inference_mode(False), torch.no_grad():
+                    module = copy.deepcopy(network).to(self.network_dtype).requires_grad_(False)
+                    if self.channels_last:
+                        module._apply(_channels_last)
+            cached = (module, torch.compile(module, backend=self.compile_backend, dynamic=False))
+            self._compiled = (network, *cached)
+        elif cached[0] is not network:
+            self._refresh_copy(network, cached[0])
+        return cached[1]
+
+    @staticmethod
+    def _refresh_copy(source: torch.nn.Module, target: torch.nn.Module) -> None:
+        """Copy ``source``'s current parameters and buffers into its cached low-precision copy, in place (the
+        compiled module keeps referring to the copy's tensors)."""
+        with torch.no_grad():
+            targets = dict(itertools.chain(target.named_parameters(), target.named_buffers()))
+            for name, value in itertools.chain(source.named_parameters(), source.named_buffers()):
+                targets[name].copy_(value)
+        target.train(source.training)
 
     def network_forward(self, network: Callable[..., torch.Tensor], win: torch.Tensor, *args: Any, **kwargs: Any):
         """One forward pass of ``network`` on a batch of windows ``(N, C, *roi_size)`` (autocast and memory format

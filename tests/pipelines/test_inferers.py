@@ -230,3 +230,54 @@ def test_instantiates_from_bundle_config():
     with torch.no_grad():
         out = inferer(_input((12, 10)), _conv_net(2))
     assert out.shape == (2, 3, 12, 10) and 0 <= out.min() and out.max() <= 1
+
+
+def test_compile_matches_eager_and_is_cached():
+    # the "eager" backend runs the Dynamo-captured graph without code generation: it tests the option's plumbing
+    # (caching per network, refreshed low-precision copy) in well under a second
+    net, x = _conv_net(3), _input((13, 9, 11))
+    kwargs = dict(roi_size=(6, 5, 4), sw_batch_size=4, mode="gaussian")
+    inferer = FastSlidingWindowInferer(**kwargs, compile=True, compile_backend="eager")
+    with torch.inference_mode():
+        reference = FastSlidingWindowInferer(**kwargs)(x, net)
+        out = inferer(x, net)
+        compiled = inferer.prepare_network(net)
+        again = inferer(x, net)
+    torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
+    torch.testing.assert_close(again, reference, atol=0, rtol=0)
+    assert inferer.prepare_network(net) is compiled  # compiled once per network
+    assert inferer._compiled[1] is net  # float32: the network itself, no copy
+
+    other = _conv_net(3, seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(inferer(x, other), FastSlidingWindowInferer(**kwargs)(x, other), atol=1e-5, rtol=0)
+    assert inferer._compiled[0] is other and inferer.prepare_network(net) is not compiled  # replaced
+
+
+def test_compile_with_network_dtype_refreshes_the_cached_copy():
+    net, x = _conv_net(3), _input((13, 9, 11))
+    kwargs = dict(roi_size=(6, 5, 4), sw_batch_size=4, mode="gaussian", network_dtype=torch.bfloat16)
+    inferer = FastSlidingWindowInferer(**kwargs, channels_last=True, compile=True, compile_backend="eager")
+    with torch.inference_mode():
+        out = inferer(x, net)
+        expected = FastSlidingWindowInferer(**kwargs, channels_last=True)(x, net)
+    copy_ = inferer._compiled[1]
+    assert copy_ is not net and next(copy_.parameters()).dtype == torch.bfloat16
+    assert next(net.parameters()).dtype == torch.float32  # the network itself is not cast
+    assert copy_[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(out, expected, atol=1e-2, rtol=0)
+
+    with torch.no_grad():  # "training" changes the weights: the next call must use the new ones
+        for p in net.parameters():
+            p.mul_(-0.5)
+    with torch.no_grad():
+        updated = inferer(x, net)
+        expected = FastSlidingWindowInferer(**kwargs)(x, net)
+    assert inferer._compiled[1] is copy_  # same copy, refreshed in place
+    torch.testing.assert_close(updated, expected, atol=1e-2, rtol=0)
+    assert (updated - out).abs().max() > 0.1
+
+
+def test_compile_needs_a_module():
+    with pytest.raises(TypeError, match=r"compile=True needs an nn.Module"):
+        FastSlidingWindowInferer((4, 4), compile=True, compile_backend="eager")(_input((12, 10)), lambda w: w)
