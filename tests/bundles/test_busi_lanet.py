@@ -17,12 +17,13 @@ from pipelines.data import make_busi_demo
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "busi_lanet"
 CONFIGS = BUNDLE / "configs"
-SIZE = 64
+SIZE = 128
 # Shrink the real configs to a CPU budget; transforms, losses, iterations and handlers are the bundle's own.
-# 4 folds: 12 training and 4 validation images; batch 2 gives the BatchNorm running statistics enough updates.
-SMALL = {"image_size": SIZE, "num_workers": 0, "num_folds": 4, "fold": 0, "seed": 0, "batch_size": 2}
-STAGE1 = dict(SMALL, stage=1, epochs=3, learning_rate=3e-3, cache_rate=1.0, tb_num_images=2)
-STAGE2 = dict(SMALL, stage=2, epochs=4, learning_rate=3e-4, cache_rate=1.0, tb_num_images=2)
+# 4 folds of 20 images: 15 training and 5 validation images (map size 128 // 32 = 4).
+SMALL = {"image_size": SIZE, "num_workers": 0, "num_folds": 4, "fold": 0, "seed": 0, "batch_size": 4}
+STAGE1 = dict(SMALL, stage=1, epochs=5, learning_rate=3e-3, cache_rate=1.0, tb_num_images=2)
+STAGE2 = dict(SMALL, stage=2, epochs=8, learning_rate=1e-3, cache_rate=1.0, tb_num_images=2)
+NUM_VAL = 5
 
 
 def _workflow(config: str, workflow_type: str, **override) -> ConfigWorkflow:
@@ -50,7 +51,7 @@ def _train(data: str, out: str, settings: dict) -> dict:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("busi_bundle")
-    data = make_busi_demo(str(base / "data"), num_per_class=8, size=SIZE, seed=0, include_normal=False)
+    data = make_busi_demo(str(base / "data"), num_per_class=10, size=SIZE, seed=0, include_normal=False)
     out = str(base / "out")
     stage1 = _train(data, out, STAGE1)
     stage2 = _train(data, out, STAGE2)
@@ -66,10 +67,11 @@ def test_two_stages_learn_and_write_their_own_folders(trained):
         assert any(p.name.startswith("events.out.tfevents") for p in (out / f"stage{stage}" / "logs").iterdir())
     s1, s2 = trained["stage1"], trained["stage2"]
     assert not s1["loaded_stage1"] and s2["loaded_stage1"]  # stage 2 started from stage 1's model
-    assert s1["best"] > 0.05, s1["metrics"]  # stage 1 best model by mask Dice
-    assert {"val_mask_dice", "val_mask_iou", "val_auc", "accuracy", "auc"} <= set(s2["metrics"])
-    assert s2["best"] >= 0.75, s2["metrics"]  # best validation AUC (the best model's accuracy: evaluation test)
-    assert s2["metrics"]["val_mask_dice"] > 0.05, s2["metrics"]
+    assert s1["best"] > 0.3, s1["metrics"]  # stage 1 best model by mask Dice
+    assert {"val_mask_dice", "val_mask_iou", "val_accuracy", "accuracy", "auc"} <= set(s2["metrics"])
+    assert s2["best"] >= 0.75, s2["metrics"]  # best validation accuracy (the checkpoint selection metric)
+    assert s2["metrics"]["val_mask_dice"] > 0.2, s2["metrics"]
+    assert s2["metrics"]["accuracy"] >= 0.75, s2["metrics"]
 
 
 @pytest.fixture(scope="module")
@@ -85,23 +87,23 @@ def test_evaluation_writes_report_localisation_robustness_and_figures(trained, e
     eval_dir = Path(trained["out"]) / "eval"
     with open(eval_dir / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 and list(rows[0]) == ["case_id", "label", "prediction", "prob_benign", "prob_malignant"]
+    assert len(rows) == NUM_VAL and list(rows[0]) == ["case_id", "label", "prediction", "prob_benign", "prob_malignant"]
     summary = json.loads((eval_dir / "summary.json").read_text())
     for key in ("accuracy", "auc", "sensitivity_macro", "specificity_macro", "f1_macro"):
         entry = summary["metrics"][key]
         assert entry["ci_low"] <= entry["value"] <= entry["ci_high"], key
-    assert summary["localisation"]["n"] == 4 and 0 <= summary["localisation"]["iou"] <= summary["localisation"]["dice"]
+    assert summary["localisation"]["n"] == NUM_VAL and 0 <= summary["localisation"]["iou"] <= summary["localisation"]["dice"]
     robust = json.loads((eval_dir / "robustness.json").read_text())
     assert robust["steps"] == 4 and robust["eps"] == pytest.approx(8 / 255)
     assert robust["clean"]["accuracy"] == pytest.approx(summary["metrics"]["accuracy"]["value"])
-    # the best stage-2 model ranks the validation fold well; its 0.5-threshold accuracy is not yet stable after a
-    # few CPU epochs on 12 images (BatchNorm statistics), so the robustness check is on AUC, strictly
     assert robust["clean"]["auc"] >= 0.75, robust
+    assert robust["clean"]["accuracy"] >= 0.75, robust
+    assert summary["localisation"]["dice"] > 0.2, summary["localisation"]
     assert robust["pgd"]["auc"] < robust["clean"]["auc"], robust
     assert robust["pgd"]["accuracy"] <= robust["clean"]["accuracy"], robust
     markdown = (eval_dir / "summary.md").read_text()
     assert "| accuracy |" in markdown and "PGD" in markdown and "| dice |" in markdown
-    assert len(list((eval_dir / "figures").glob("*.png"))) == 4
+    assert len(list((eval_dir / "figures").glob("*.png"))) == NUM_VAL
     assert evaluated["robustness"] == robust
 
 
