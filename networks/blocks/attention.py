@@ -28,6 +28,7 @@ from monai.networks.blocks import ChannelSELayer
 from .pam import ProgressiveAttention
 
 __all__ = [
+    "resolve_patch_depth",
     "ATTENTION_BLOCKS",
     "attention_needs_slices",
     "get_attention_block",
@@ -165,3 +166,42 @@ def _build_pam(
         pool=pool,
         slice_axis=slice_axis,
     )
+
+
+def resolve_patch_depth(
+    attention: str, patch_size, spatial_dims: int, slice_axis: int, levels: int
+) -> tuple[tuple[int, ...] | None, int]:
+    """Check a network's ``patch_size`` for its attention and return ``(patch_size, depth)``.
+
+    Slice-sized attention (e.g. ``"pam"``) is built for the patch depth ``patch_size[slice_axis]``, halved at each
+    of the ``levels - 1`` downsamplings, so the depth must be given and divisible by ``2 ** (levels - 1)``.
+
+    Returns:
+        the patch size as a tuple (or None) and the depth (-1 when the attention is not slice-sized).
+
+    Raises:
+        ValueError: naming the bad value, for a patch size of the wrong length, a missing patch size or an
+            indivisible depth.
+    """
+    from networks.blocks.pam import _normalise_slice_axis
+
+    axis = _normalise_slice_axis(slice_axis, spatial_dims)
+    if patch_size is not None:
+        patch_size = tuple(int(p) for p in patch_size)
+        if len(patch_size) != spatial_dims:
+            raise ValueError(f"patch_size must have spatial_dims={spatial_dims} entries, got patch_size={patch_size}.")
+    if not attention_needs_slices(attention):
+        return patch_size, -1
+    if patch_size is None:
+        raise ValueError(
+            f"attention={attention!r} is sized by the patch depth: pass patch_size (the training "
+            "patch / sliding-window roi size)."
+        )
+    depth = patch_size[axis]
+    factor = 2 ** (levels - 1)
+    if depth % factor != 0:
+        raise ValueError(
+            f"attention={attention!r} with {levels} levels needs patch_size[slice_axis={slice_axis}] "
+            f"divisible by {factor}, got patch_size={patch_size}."
+        )
+    return patch_size, depth

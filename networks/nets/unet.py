@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv, Pool
 
-from networks.blocks.attention import attention_needs_slices, get_attention_block
+from networks.blocks.attention import attention_needs_slices, get_attention_block, resolve_patch_depth
 from networks.blocks.attention_gate import SkipPassThrough, get_skip_gate, is_skip_gate
 from networks.blocks.pam import _normalise_slice_axis
 from networks.registry import register_network
@@ -184,26 +184,7 @@ class AttentionUNet(nn.Module):
         axis = _normalise_slice_axis(slice_axis, spatial_dims)
         levels = len(features)
         needs_slices = attention_needs_slices(attention)
-        if patch_size is not None:
-            patch_size = tuple(int(p) for p in patch_size)
-            if len(patch_size) != spatial_dims:
-                raise ValueError(
-                    f"patch_size must have spatial_dims={spatial_dims} entries, got patch_size={patch_size}."
-                )
-        depth = -1
-        if needs_slices:
-            if patch_size is None:
-                raise ValueError(
-                    f"attention={attention!r} is sized by the patch depth: pass patch_size (the training "
-                    "patch / sliding-window roi size)."
-                )
-            depth = patch_size[axis]
-            factor = 2 ** (levels - 1)
-            if depth % factor != 0:
-                raise ValueError(
-                    f"attention={attention!r} with {levels} levels needs patch_size[slice_axis={slice_axis}] "
-                    f"divisible by {factor}, got patch_size={patch_size}."
-                )
+        patch_size, depth = resolve_patch_depth(attention, patch_size, spatial_dims, slice_axis, levels)
 
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
