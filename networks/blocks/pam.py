@@ -46,6 +46,14 @@ def _check_positive(**values: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {name}={value}.")
 
 
+def check_block_input(x: torch.Tensor, block: str, channels: int, spatial_dims: int) -> None:
+    """Raise ValueError naming ``block`` unless ``x`` is ``(B, channels, *spatial)`` with ``spatial_dims`` dims."""
+    if x.ndim != spatial_dims + 2 or x.shape[1] != channels:
+        raise ValueError(
+            f"{block} expects input (B, {channels}, <{spatial_dims} spatial dims>), got shape {list(x.shape)}."
+        )
+
+
 class SliceAttention(nn.Module):
     """Slice attention (SA) of PAM: one small MLP per channel re-weights the slices of that channel.
 
@@ -137,11 +145,7 @@ class SliceAttention(nn.Module):
         return torch.einsum("bch,chd->bcd", h, self.weight2) + self.bias2
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.channels:
-            raise ValueError(
-                f"SliceAttention expects input (B, {self.channels}, <{self.spatial_dims} spatial dims>), "
-                f"got shape {list(x.shape)}."
-            )
+        check_block_input(x, "SliceAttention", self.channels, self.spatial_dims)
         depth = x.shape[self._slice_dim]
         if depth != self.num_slices:
             raise ValueError(
@@ -304,11 +308,7 @@ class ChannelAttention(nn.Module):
         Returns:
             ``x * w`` with channel weights ``w`` in (0, 1), same shape as ``x``.
         """
-        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.channels:
-            raise ValueError(
-                f"ChannelAttention expects input (B, {self.channels}, <{self.spatial_dims} spatial dims>), "
-                f"got shape {list(x.shape)}."
-            )
+        check_block_input(x, "ChannelAttention", self.channels, self.spatial_dims)
         w = self.fc(self.descriptor(x, slice_mask))
         return x * w.view([w.shape[0], w.shape[1]] + [1] * self.spatial_dims)
 

@@ -23,7 +23,7 @@ from monai.networks.blocks import ChannelSELayer
 from monai.networks.layers.factories import Act, Conv, Norm, split_args
 
 from .attention import register_attention
-from .pam import SliceAttention, _check_positive, _check_spatial_dims
+from .pam import SliceAttention, _check_positive, _check_spatial_dims, check_block_input
 
 __all__ = ["SliceChannelAttention", "ChannelSliceAttention", "ProjectExcite", "ConvBlockAttention"]
 
@@ -163,11 +163,7 @@ class ProjectExcite(nn.Module):
         Raises:
             ValueError: when ``x`` does not have ``channels`` channels and ``spatial_dims`` spatial dims.
         """
-        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.channels:
-            raise ValueError(
-                f"ProjectExcite expects input (B, {self.channels}, <{self.spatial_dims} spatial dims>), "
-                f"got shape {list(x.shape)}."
-            )
+        check_block_input(x, "ProjectExcite", self.channels, self.spatial_dims)
         z = torch.mean(x, dim=self._other_dims[0], keepdim=True)
         for dims in self._other_dims[1:]:
             z = z + torch.mean(x, dim=dims, keepdim=True)  # broadcast-sum to (B, C, *spatial)
@@ -276,11 +272,7 @@ class ConvBlockAttention(nn.Module):
         Raises:
             ValueError: when ``x`` does not have ``channels`` channels and ``spatial_dims`` spatial dims.
         """
-        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.channels:
-            raise ValueError(
-                f"ConvBlockAttention expects input (B, {self.channels}, <{self.spatial_dims} spatial dims>), "
-                f"got shape {list(x.shape)}."
-            )
+        check_block_input(x, "ConvBlockAttention", self.channels, self.spatial_dims)
         return self.spatial_gate(self.channel_gate(x))
 
 
