@@ -19,11 +19,15 @@ BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "busi_lanet"
 CONFIGS = BUNDLE / "configs"
 SIZE = 128
 # Shrink the real configs to a CPU budget; transforms, losses, iterations and handlers are the bundle's own.
-# 4 folds of 20 images: 15 training and 5 validation images (map size 128 // 32 = 4).
+# 4 folds of 40 images: 30 training and 10 validation images (map size 128 // 32 = 4). Stage 2 runs at the
+# paper's learning rate (3e-4). With these settings, over torch seeds 0-2, the best stage-1 mask Dice was 0.41-0.50,
+# stage 2 reached validation accuracy 1.0 and kept a mask Dice of 0.34-0.54; a 5-image fold and a higher stage-2
+# rate had made the outcome depend on the machine's floating-point kernels.
+NUM_PER_CLASS = 20
 SMALL = {"image_size": SIZE, "num_workers": 0, "num_folds": 4, "fold": 0, "seed": 0, "batch_size": 4}
-STAGE1 = dict(SMALL, stage=1, epochs=5, learning_rate=3e-3, cache_rate=1.0, tb_num_images=2)
-STAGE2 = dict(SMALL, stage=2, epochs=8, learning_rate=1e-3, cache_rate=1.0, tb_num_images=2)
-NUM_VAL = 5
+STAGE1 = dict(SMALL, stage=1, epochs=6, learning_rate=3e-3, cache_rate=1.0, tb_num_images=2)
+STAGE2 = dict(SMALL, stage=2, epochs=10, learning_rate=3e-4, cache_rate=1.0, tb_num_images=2)
+NUM_VAL = 10
 
 
 def _workflow(config: str, workflow_type: str, **override) -> ConfigWorkflow:
@@ -51,7 +55,7 @@ def _train(data: str, out: str, settings: dict) -> dict:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("busi_bundle")
-    data = make_busi_demo(str(base / "data"), num_per_class=10, size=SIZE, seed=0, include_normal=False)
+    data = make_busi_demo(str(base / "data"), num_per_class=NUM_PER_CLASS, size=SIZE, seed=0, include_normal=False)
     out = str(base / "out")
     stage1 = _train(data, out, STAGE1)
     stage2 = _train(data, out, STAGE2)
@@ -69,9 +73,9 @@ def test_two_stages_learn_and_write_their_own_folders(trained):
     assert not s1["loaded_stage1"] and s2["loaded_stage1"]  # stage 2 started from stage 1's model
     assert s1["best"] > 0.3, s1["metrics"]  # stage 1 best model by mask Dice
     assert {"val_mask_dice", "val_mask_iou", "val_accuracy", "accuracy", "auc"} <= set(s2["metrics"])
-    assert s2["best"] >= 0.75, s2["metrics"]  # best validation accuracy (the checkpoint selection metric)
-    assert s2["metrics"]["val_mask_dice"] > 0.15, s2["metrics"]
-    assert s2["metrics"]["accuracy"] >= 0.75, s2["metrics"]
+    assert s2["best"] >= 0.9, s2["metrics"]  # best validation accuracy (the checkpoint selection metric)
+    # the joint training keeps the localisation stage 1 learnt (an all-foreground mask scores about 0.125)
+    assert s2["metrics"]["val_mask_dice"] > 0.25, s2["metrics"]
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +100,10 @@ def test_evaluation_writes_report_localisation_robustness_and_figures(trained, e
     robust = json.loads((eval_dir / "robustness.json").read_text())
     assert robust["steps"] == 4 and robust["eps"] == pytest.approx(8 / 255)
     assert robust["clean"]["accuracy"] == pytest.approx(summary["metrics"]["accuracy"]["value"])
-    assert robust["clean"]["auc"] >= 0.75, robust
-    assert robust["clean"]["accuracy"] >= 0.75, robust
+    assert robust["clean"]["auc"] >= 0.9, robust
+    assert robust["clean"]["accuracy"] >= 0.9, robust  # the best model of the validation fold
     # an all-foreground mask scores about 0.125 on these demo images (lesions cover ~7% of an image)
-    assert summary["localisation"]["dice"] > 0.15, summary["localisation"]
+    assert summary["localisation"]["dice"] > 0.25, summary["localisation"]
     assert robust["pgd"]["auc"] < robust["clean"]["auc"], robust
     assert robust["pgd"]["accuracy"] <= robust["clean"]["accuracy"], robust
     markdown = (eval_dir / "summary.md").read_text()
