@@ -477,14 +477,24 @@ def load_input_image(path: str) -> np.ndarray:
 
     if not path.lower().endswith(".dcm"):
         return load_busi_image(path)
+    from monai.data.utils import is_no_channel
     from monai.transforms import LoadImage
 
-    img = np.asarray(LoadImage(reader="ITKReader", image_only=True, ensure_channel_first=False)(path), dtype=np.float32)
-    img = np.squeeze(img)
-    if img.ndim == 3 and img.shape[-1] in (3, 4):  # RGB(A), channel last
-        img = img[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    data = LoadImage(reader="ITKReader", image_only=True, ensure_channel_first=False)(path)
+    img = np.asarray(data, dtype=np.float32)
+    # (x, y[, frames]) grayscale or (x, y[, frames], components): only the reader's channel flag tells a 3- or
+    # 4-frame grayscale volume from one RGB(A) frame.
+    if not is_no_channel(data.meta.get("original_channel_dim", float("nan"))):
+        if img.shape[-1] in (3, 4):  # RGB(A)
+            img = img[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        elif img.shape[-1] == 1:
+            img = img[..., 0]
+        else:
+            raise ValueError(f"{path}: unsupported number of components {img.shape[-1]} (shape {tuple(img.shape)}).")
+    while img.ndim > 2 and img.shape[-1] == 1:  # one frame: ITK reads a DICOM slice as (x, y, 1)
+        img = img[..., 0]
     if img.ndim != 2:
-        raise ValueError(f"{path}: expected one 2D frame, got shape {img.shape}.")
+        raise ValueError(f"{path}: expected one 2D frame, got shape {tuple(data.shape)}.")
     img = img.T  # ITK arrays are (x, y); images are (rows, columns)
     lo, hi = float(img.min()), float(img.max())
     img = (img - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(img)
