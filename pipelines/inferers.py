@@ -9,7 +9,8 @@ inference cheaper or better:
   fast, float16 on CUDA); or, faster still and a little less accurate, a low-precision copy of the whole network
   (``network_dtype``); predictions are accumulated in float32 either way;
 - ``channels_last``: windows are laid out channels-last (``torch.channels_last_3d`` in 3D), which oneDNN and cuDNN
-  convolutions prefer;
+  convolutions prefer, and run through a copy of the network that keeps them channels-last from layer to layer
+  (channels-last weights, layout-preserving instance norms);
 - batching ``sw_batch_size`` windows per forward pass, a cached Gaussian importance map, and stitching on the CPU
   (``device`` / ``cpu_thresh``) when the output volume would not fit next to the network on the accelerator;
 - ``compile``: the network (or its low-precision copy) wrapped in ``torch.compile`` once per network and reused
@@ -38,6 +39,8 @@ from monai.data.utils import compute_importance_map
 from monai.inferers import Inferer
 from monai.utils import BlendMode, PytorchPadMode, ensure_tuple, ensure_tuple_rep, fall_back_tuple, look_up_option
 from monai.utils import convert_to_dst_type, optional_import
+
+from networks.blocks.norm import replace_instance_norms
 
 tqdm, _ = optional_import("tqdm", name="tqdm")
 
@@ -124,7 +127,10 @@ class FastSlidingWindowInferer(Inferer):
             every op, normalisation included, runs in low precision. The copy is made afresh at each call, so the
             weights are always the current ones (validation during training) and ``network`` is left untouched.
         channels_last: hand windows to the network in channels-last memory format (``torch.channels_last`` in 2D,
-            ``torch.channels_last_3d`` in 3D). Numerically a no-op; usually faster for convolutions.
+            ``torch.channels_last_3d`` in 3D). For an ``nn.Module`` the windows run through a copy of it (made at
+            each call, like the ``network_dtype`` copy, which it then is) whose convolution weights are channels-last
+            and whose instance norms keep activations channels-last (see :meth:`inference_copy`), so no layer
+            converts between layouts. Numerically a no-op up to rounding; faster for oneDNN and cuDNN convolutions.
         mirror_axes: spatial axes (0 = first spatial dim, negative values count from the end) to mirror for
             test-time augmentation: the prediction is the average over all ``2 ** len(mirror_axes)`` combinations
             of flips, each flipped back. Empty for no TTA.
@@ -284,29 +290,42 @@ class FastSlidingWindowInferer(Inferer):
     # ---- hooks (override one in a subclass to change a step) ------------------------------------------------------
 
     def prepare_network(self, network: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        """The callable that runs the windows of one ``__call__``: ``network`` itself, or its copy in
-        ``network_dtype``; compiled (and cached per network) with ``compile``."""
-        if self.network_dtype is None and not self.compile:
-            return network
-        if not isinstance(network, torch.nn.Module):
+        """The callable that runs the windows of one ``__call__``: ``network`` itself, or, for an ``nn.Module``
+        with ``network_dtype`` or ``channels_last``, its inference copy (:meth:`inference_copy`); compiled (and
+        cached per network) with ``compile``."""
+        is_module = isinstance(network, torch.nn.Module)
+        if not is_module and (self.network_dtype is not None or self.compile):
             option = f"network_dtype={self.network_dtype}" if self.network_dtype is not None else "compile=True"
             raise TypeError(f"{option} needs an nn.Module, got {type(network).__name__}.")
+        needs_copy = is_module and (self.network_dtype is not None or self.channels_last)
         if not self.compile:
-            return copy.deepcopy(network).to(self.network_dtype)
+            return self.inference_copy(network) if needs_copy else network  # type: ignore[arg-type]
         cached = self._compiled[1:] if self._compiled is not None and self._compiled[0] is network else None
         if cached is None:
             module = network
-            if self.network_dtype is not None:
+            if needs_copy:
                 # ordinary (not inference) tensors, so that _refresh_copy may update them in or out of inference mode
                 with torch.inference_mode(False), torch.no_grad():
-                    module = copy.deepcopy(network).to(self.network_dtype).requires_grad_(False)
-                    if self.channels_last:
-                        module._apply(_channels_last)
+                    module = self.inference_copy(network).requires_grad_(False)  # type: ignore[arg-type]
             cached = (module, torch.compile(module, backend=self.compile_backend, dynamic=False))
-            self._compiled = (network, *cached)
+            self._compiled = (network, *cached)  # type: ignore[assignment]
         elif cached[0] is not network:
-            self._refresh_copy(network, cached[0])
+            self._refresh_copy(network, cached[0])  # type: ignore[arg-type]
         return cached[1]
+
+    def inference_copy(self, network: torch.nn.Module) -> torch.nn.Module:
+        """A copy of ``network`` for the windows: cast to ``network_dtype`` (when set) and, with ``channels_last``,
+        with channels-last convolution weights and every instance norm replaced by
+        :class:`networks.blocks.LayoutPreservingInstanceNorm` (PyTorch's instance norm returns contiguous
+        activations, which every following convolution would convert back: two copies per layer). ``network``
+        itself is left untouched."""
+        module = copy.deepcopy(network)
+        if self.network_dtype is not None:
+            module = module.to(self.network_dtype)
+        if self.channels_last:
+            module._apply(_channels_last)
+            replace_instance_norms(module)
+        return module
 
     @staticmethod
     def _refresh_copy(source: torch.nn.Module, target: torch.nn.Module) -> None:

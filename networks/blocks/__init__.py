@@ -1,4 +1,4 @@
-"""Attention blocks: PAM and the name registry of attention blocks."""
+"""Attention blocks: PAM and the name registry of attention blocks; a layout-preserving instance norm."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from .attention import (
     list_attention_blocks,
     register_attention,
 )
-from .pam import ChannelAttention, ProgressiveAttention, SliceAttention, key_slice_mask
+from .pam import ChannelAttention, ProgressiveAttention, SliceAttention, key_slice_descriptor, key_slice_mask, pool_over
 from .zoo import ChannelSliceAttention, ConvBlockAttention, ProjectExcite, SliceChannelAttention
 from .attention_gate import AttentionGate, SkipPassThrough, get_skip_gate, is_skip_gate
+from .norm import LayoutPreservingInstanceNorm, replace_instance_norms
 
 __all__ = [
     "AttentionGate",
@@ -28,7 +29,11 @@ __all__ = [
     "SliceAttention",
     "attention_needs_slices",
     "get_attention_block",
+    "key_slice_descriptor",
     "key_slice_mask",
+    "LayoutPreservingInstanceNorm",
+    "pool_over",
+    "replace_instance_norms",
     "list_attention_blocks",
     "register_attention",
 ]

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from monai.networks.layers.factories import Act
 
-__all__ = ["SliceAttention", "key_slice_mask", "ChannelAttention", "ProgressiveAttention"]
+__all__ = ["SliceAttention", "key_slice_mask", "ChannelAttention", "ProgressiveAttention", "key_slice_descriptor", "pool_over"]
 
 _POOL_TYPES = ("avg", "max", "avgmax")
 
@@ -52,6 +52,31 @@ def check_block_input(x: torch.Tensor, block: str, channels: int, spatial_dims: 
         raise ValueError(
             f"{block} expects input (B, {channels}, <{spatial_dims} spatial dims>), got shape {list(x.shape)}."
         )
+
+
+def pool_over(x: torch.Tensor, dims: list[int], kind: str = "avg") -> torch.Tensor:
+    """Mean (``kind="avg"``) or maximum (``"max"``) of ``x`` over the spatial ``dims``, the kept dims in order.
+
+    Same result as ``torch.mean(x, dim=dims)`` / ``torch.amax(x, dim=dims)``, but a channels-last input
+    (``torch.channels_last`` / ``torch.channels_last_3d``, as windows of
+    :class:`pipelines.inferers.FastSlidingWindowInferer` are) is reduced through its channels-last view, where
+    the reduced dims are the outer ones: PyTorch's CPU reduction over in-plane dims of a channels-last tensor
+    is several times slower than over the same dims of a contiguous one.
+
+    Args:
+        x: tensor ``(B, C, *spatial)``.
+        dims: dims to reduce, each ``>= 2`` (spatial), ascending.
+        kind: ``"avg"`` or ``"max"``.
+    """
+    if x.ndim in (4, 5) and not x.is_contiguous():
+        layout = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+        if x.is_contiguous(memory_format=layout):
+            order = [0] + list(range(2, x.ndim)) + [1]  # (B, *spatial, C), contiguous
+            moved = x.permute(order)
+            reduce = [d - 1 for d in dims]
+            pooled = torch.mean(moved, dim=reduce) if kind == "avg" else torch.amax(moved, dim=reduce)
+            return pooled.movedim(-1, 1)  # (B, C, *kept spatial)
+    return torch.mean(x, dim=dims) if kind == "avg" else torch.amax(x, dim=dims)
 
 
 class SliceAttention(nn.Module):
@@ -168,14 +193,20 @@ class SliceAttention(nn.Module):
             ValueError: when the shape or the depth of ``x`` does not match the block.
         """
         self._check_input(x)
+        mean = pool_over(x, self._inplane_dims, "avg") if self.pool != "max" else None
+        return self.weights_from_pooled(x, mean)
+
+    def weights_from_pooled(self, x: torch.Tensor, mean: torch.Tensor | None) -> torch.Tensor:
+        """Slice weights ``(B, C, D)`` from the in-plane mean ``mean`` ``(B, C, D)`` of ``x`` (computed by the
+        caller, who may need it too; unused with ``pool="max"``), pooling the maximum of ``x`` here if needed."""
         if self.pool == "avg":
-            logits = self._mlp(torch.mean(x, dim=self._inplane_dims))
+            assert mean is not None
+            logits = self._mlp(mean)
         elif self.pool == "max":
-            logits = self._mlp(torch.amax(x, dim=self._inplane_dims))
+            logits = self._mlp(pool_over(x, self._inplane_dims, "max"))
         else:
-            logits = self._mlp(torch.mean(x, dim=self._inplane_dims)) + self._mlp(
-                torch.amax(x, dim=self._inplane_dims)
-            )
+            assert mean is not None
+            logits = self._mlp(mean) + self._mlp(pool_over(x, self._inplane_dims, "max"))
         return self.gate(logits)
 
     def apply_weights(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -235,6 +266,13 @@ def key_slice_mask(weights: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+def key_slice_descriptor(per_slice: torch.Tensor, slice_mask: torch.Tensor) -> torch.Tensor:
+    """Channel descriptor of PAM's channel attention from the in-plane means ``(B, C, D)`` of every slice: their
+    mean over the slices of the key-slice mask ``(B, C, D)`` (every slice has the same in-plane size), ``(B, C)``."""
+    weight = slice_mask.to(per_slice.dtype)
+    return (per_slice * weight).sum(-1) / weight.sum(-1).clamp_min(1.0)
+
+
 class ChannelAttention(nn.Module):
     """Channel attention (CA) of PAM, squeezing each channel over its key slices only.
 
@@ -288,16 +326,19 @@ class ChannelAttention(nn.Module):
             ValueError: when ``slice_mask`` does not match ``x``.
         """
         if slice_mask is None:
-            return torch.mean(x, dim=self._spatial)
+            return pool_over(x, self._spatial, "avg")
         expected = [x.shape[0], x.shape[1], x.shape[self._slice_dim]]
         if list(slice_mask.shape) != expected:
             raise ValueError(
                 f"slice_mask must have shape (B, C, D)={expected} for input shape {list(x.shape)}, "
                 f"got {list(slice_mask.shape)}."
             )
-        per_slice = torch.mean(x, dim=self._inplane_dims)  # (B, C, D): each slice has the same in-plane size
-        weight = slice_mask.to(per_slice.dtype)
-        return (per_slice * weight).sum(-1) / weight.sum(-1).clamp_min(1.0)
+        # (B, C, D): each slice has the same in-plane size
+        return key_slice_descriptor(pool_over(x, self._inplane_dims, "avg"), slice_mask)
+
+    def channel_weights(self, z: torch.Tensor) -> torch.Tensor:
+        """Channel weights ``(B, C)`` in (0, 1) from the descriptor ``z`` ``(B, C)``."""
+        return self.fc(z)
 
     def forward(self, x: torch.Tensor, slice_mask: torch.Tensor | None = None) -> torch.Tensor:
         """
@@ -309,7 +350,7 @@ class ChannelAttention(nn.Module):
             ``x * w`` with channel weights ``w`` in (0, 1), same shape as ``x``.
         """
         check_block_input(x, "ChannelAttention", self.channels, self.spatial_dims)
-        w = self.fc(self.descriptor(x, slice_mask))
+        w = self.channel_weights(self.descriptor(x, slice_mask))
         return x * w.view([w.shape[0], w.shape[1]] + [1] * self.spatial_dims)
 
 
@@ -374,9 +415,16 @@ class ProgressiveAttention(nn.Module):
             ``(out, weights, mask)``: the output (same shape as ``x``), the slice weights ``(B, C, D)``
             and the boolean key-slice mask ``(B, C, D)``.
         """
-        x_sa, weights = self.slice_attention.forward_with_weights(x)
+        sa, ca = self.slice_attention, self.channel_attention
+        sa._check_input(x)
+        # One pass over x for the in-plane means v (B, C, D) and one for the output. Since x~ = x * s is constant
+        # in-plane per slice, the in-plane means of x~ are s * v, so the channel descriptor needs no pass over x~,
+        # and the two multiplications x * s * w are one: out = x * (s w). Equal to SA then CA up to rounding.
+        means = pool_over(x, sa._inplane_dims, "avg")
+        weights = sa.weights_from_pooled(x, means)
         mask = key_slice_mask(weights)
-        return self.channel_attention(x_sa, mask), weights, mask
+        w = ca.channel_weights(key_slice_descriptor(weights * means, mask))  # (B, C)
+        return sa.apply_weights(x, weights * w.unsqueeze(-1)), weights, mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """
