@@ -281,3 +281,34 @@ def test_compile_with_network_dtype_refreshes_the_cached_copy():
 def test_compile_needs_a_module():
     with pytest.raises(TypeError, match=r"compile=True needs an nn.Module"):
         FastSlidingWindowInferer((4, 4), compile=True, compile_backend="eager")(_input((12, 10)), lambda w: w)
+
+
+@pytest.mark.parametrize("network_dtype", [None, torch.bfloat16])
+def test_channels_last_copy_keeps_every_layer_channels_last(network_dtype):
+    """The bfloat16 inference copy of a PAM UNet (conv -> PReLU -> InstanceNorm, PAM, max-pool, trilinear
+    upsampling, concatenation) never converts a window back to the contiguous layout; the user's network is
+    untouched; the float32 copy gives the float32 result."""
+    from networks.blocks.norm import LayoutPreservingInstanceNorm
+
+    torch.manual_seed(0)
+    net = AttentionUNet(3, in_channels=2, out_channels=2, features=(4, 8, 16), patch_size=(8, 8, 8)).eval()
+    inferer = FastSlidingWindowInferer((8, 8, 8), channels_last=True, network_dtype=network_dtype)
+    copy_ = inferer.inference_copy(net)
+    norms = [m for m in copy_.modules() if isinstance(m, LayoutPreservingInstanceNorm)]
+    assert len(norms) == 10 and not any(isinstance(m, LayoutPreservingInstanceNorm) for m in net.modules())
+    assert next(net.parameters()).dtype == torch.float32 and net.encoder[0].convs.conv_0.conv.weight.is_contiguous()
+    layouts = []
+    for module in copy_.modules():
+        if isinstance(module, (torch.nn.Conv3d, LayoutPreservingInstanceNorm, torch.nn.PReLU)):
+            module.register_forward_hook(
+                lambda m, i, o: layouts.append(o.is_contiguous(memory_format=torch.channels_last_3d))
+            )
+    x = _input((12, 10, 9), batch=1)
+    with torch.no_grad():
+        inferer.network_forward(copy_, x[..., :8, :8, :8])
+        reference = FastSlidingWindowInferer((8, 8, 8))(x, net)
+        fast = inferer(x, net)
+    # float32 convolutions this small run on PyTorch's own (contiguous-output) kernel instead of oneDNN's
+    assert layouts and (all(layouts) or network_dtype is None)
+    tolerance = 1e-5 if network_dtype is None else 1e-1
+    torch.testing.assert_close(fast, reference, atol=tolerance, rtol=0)

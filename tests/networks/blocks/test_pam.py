@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from networks.blocks.pam import ChannelAttention, ProgressiveAttention, SliceAttention, key_slice_mask
+from networks.blocks.pam import ChannelAttention, ProgressiveAttention, SliceAttention, key_slice_mask, pool_over
 
 POOLS = ["avg", "max", "avgmax"]
 SLICE_AXES = [0, -1]
@@ -343,3 +343,41 @@ def test_pam_scripts():
     x = torch.randn(2, 4, 5, 6, 8)
     scripted = torch.jit.script(pam)
     torch.testing.assert_close(scripted(x), pam(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# memory layout: channels-last inputs (the fast sliding-window inferer's windows)
+# ---------------------------------------------------------------------------------------------
+
+POOL_DIMS = [(3, [2, 3]), (3, [2, 4]), (3, [3, 4]), (3, [2, 3, 4]), (2, [2]), (2, [3]), (2, [2, 3])]
+
+
+@pytest.mark.parametrize("kind", ["avg", "max"])
+@pytest.mark.parametrize("spatial_dims,dims", POOL_DIMS)
+def test_pool_over_equals_torch_reductions_in_every_layout(kind, spatial_dims, dims):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, *([5, 6, 7][:spatial_dims]))
+    expected = x.mean(dim=dims) if kind == "avg" else x.amax(dim=dims)
+    layout = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+    for variant in (x, x.contiguous(memory_format=layout), x.transpose(2, 3)):
+        if variant.shape != x.shape:  # a transposed (non-contiguous, not channels-last) view
+            variant = variant.transpose(2, 3)
+        torch.testing.assert_close(pool_over(variant, dims, kind), expected)
+
+
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("slice_axis", SLICE_AXES)
+def test_pam_on_channels_last_input_equals_contiguous_and_keeps_the_layout(pool, slice_axis):
+    torch.manual_seed(3)
+    pam = ProgressiveAttention(3, channels=6, num_slices=8, slice_reduction=4, channel_reduction=2, pool=pool,
+                               slice_axis=slice_axis)
+    x = torch.randn(2, 6, *((8, 5, 4) if slice_axis == 0 else (5, 4, 8)))
+    out, weights, mask = pam.forward_with_mask(x)
+    out_cl, weights_cl, mask_cl = pam.forward_with_mask(x.contiguous(memory_format=torch.channels_last_3d))
+    assert out_cl.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(out_cl, out, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(weights_cl, weights)
+    assert torch.equal(mask_cl, mask)
+    # the fused forward equals slice attention followed by channel attention over the key slices
+    x_sa = pam.slice_attention.apply_weights(x, weights)
+    torch.testing.assert_close(out, pam.channel_attention(x_sa, mask), atol=1e-6, rtol=1e-5)
