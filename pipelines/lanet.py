@@ -272,7 +272,9 @@ class LANetTensorBoardHandler:
         self._done = False
 
     def make_picture(self, network: nn.Module, output: Mapping) -> np.ndarray:
-        """``(3, n * S, 4 * S)`` float picture in [0, 1]."""
+        """Float RGB picture in [0, 1], ``(3, n * H, k * W)`` for ``n = min(num_images, batch)`` rows of ``H x W``
+        images and ``k`` panels: input, ground-truth mask, predicted mask (black when ``output`` has no
+        ``mask_prob``) and, unless ``target_layer`` is None, Grad-CAM over the input."""
         from pipelines.saliency import grad_cam
 
         n = min(self.num_images, output["image"].shape[0])
