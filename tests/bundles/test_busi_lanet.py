@@ -105,7 +105,7 @@ def test_evaluation_writes_report_localisation_robustness_and_figures(trained, e
     # an all-foreground mask scores about 0.125 on these demo images (lesions cover ~7% of an image)
     assert summary["localisation"]["dice"] > 0.25, summary["localisation"]
     assert robust["pgd"]["auc"] < robust["clean"]["auc"], robust
-    assert robust["pgd"]["accuracy"] <= robust["clean"]["accuracy"], robust
+    assert robust["pgd"]["accuracy"] < robust["clean"]["accuracy"], robust  # PGD lowers accuracy (here 1.0 -> 0.3)
     markdown = (eval_dir / "summary.md").read_text()
     assert "| accuracy |" in markdown and "PGD" in markdown and "| dice |" in markdown
     assert len(list((eval_dir / "figures").glob("*.png"))) == NUM_VAL
