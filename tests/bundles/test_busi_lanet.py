@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from monai.bundle import ConfigWorkflow
 from PIL import Image
 
@@ -183,3 +184,39 @@ def test_stage_switch_selects_loss_rate_epochs_and_folder(stage):
     assert parser.get_parsed_content("lanet_weights") == "/tmp/x/stage1/models/model.pt"
     if stage == 2:
         assert loss.pseudo_mode == "class_confidence"
+
+
+def test_box_labels_and_partial_annotation_reach_the_training_batches(tmp_path):
+    """The bundle's box path: ``--box_file`` + ``--use_boxes true`` make every training mask the filled boxes of the
+    CSV (not the lesion mask), and ``--annotated_fraction`` keeps the masks of only part of the training images."""
+    from monai.bundle import ConfigParser
+
+    data = make_busi_demo(str(tmp_path / "data"), num_per_class=4, size=64, seed=0, include_normal=False)
+    rows = ["image_path,class,box"]
+    for cls in ("benign", "malignant"):
+        for n in range(1, 5):
+            rows.append(f"{cls}/{cls} ({n}).png,{cls},{8 + n}:10:{40 + n}:30")  # x1:y1:x2:y2 in pixels
+    (tmp_path / "boxes.csv").write_text("\n".join(rows) + "\n")
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    common = {"dataset_dir": data, "output_dir": str(tmp_path / "out"), "device": "$torch.device('cpu')",
+              "image_size": 64, "num_workers": 0, "num_folds": 4, "cache_rate": 0.0,
+              "box_file": str(tmp_path / "boxes.csv"), "use_boxes": True}
+    parser.update(common)
+    # no geometric or intensity augmentation, so the mask must be exactly the box of the (64 x 64) image
+    parser["train"]["preprocessing"].update({"rotate_prob": 0.0, "flip_prob": 0.0, "crop_scale": [1.0, 1.0],
+                                             "crop_ratio": [1.0, 1.0], "brightness": 0.0, "contrast": 0.0})
+    dataset = parser.get_parsed_content("train#dataset")
+    assert len(dataset) == 6
+    for item in dataset:
+        n = int(item["case_id"].split("(")[1].rstrip(")"))
+        expected = torch.zeros(1, 64, 64)
+        expected[0, 10:30, 8 + n : 40 + n] = 1  # rows y1:y2, columns x1:x2
+        assert item["has_mask"] == 1
+        torch.testing.assert_close(torch.as_tensor(item["mask"]), expected)
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser.update({**common, "use_boxes": False, "annotated_fraction": 0.5})
+    flags = [int(item["has_mask"]) for item in parser.get_parsed_content("train#dataset")]
+    assert sum(flags) == 3, flags  # exactly half of the 6 training images keep their masks, the rest get pseudo labels
