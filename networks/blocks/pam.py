@@ -20,7 +20,14 @@ import torch.nn as nn
 
 from monai.networks.layers.factories import Act
 
-__all__ = ["SliceAttention", "key_slice_mask", "ChannelAttention", "ProgressiveAttention", "key_slice_descriptor", "pool_over"]
+__all__ = [
+    "SliceAttention",
+    "key_slice_mask",
+    "ChannelAttention",
+    "ProgressiveAttention",
+    "key_slice_descriptor",
+    "pool_over",
+]
 
 _POOL_TYPES = ("avg", "max", "avgmax")
 
@@ -333,7 +340,6 @@ class ChannelAttention(nn.Module):
                 f"slice_mask must have shape (B, C, D)={expected} for input shape {list(x.shape)}, "
                 f"got {list(slice_mask.shape)}."
             )
-        # (B, C, D): each slice has the same in-plane size
         return key_slice_descriptor(pool_over(x, self._inplane_dims, "avg"), slice_mask)
 
     def channel_weights(self, z: torch.Tensor) -> torch.Tensor:

@@ -91,7 +91,8 @@ def test_replace_instance_norms_counts_and_keeps_outputs():
     ).eval()
     swapped = copy.deepcopy(net)
     assert replace_instance_norms(swapped) == 2
-    assert isinstance(swapped[1], LayoutPreservingInstanceNorm) and isinstance(swapped[3][1], LayoutPreservingInstanceNorm)
+    assert isinstance(swapped[1], LayoutPreservingInstanceNorm)
+    assert isinstance(swapped[3][1], LayoutPreservingInstanceNorm)
     assert isinstance(swapped[4], nn.BatchNorm3d)
     swapped.load_state_dict(net.state_dict())  # same names
     x = torch.randn(1, 2, 6, 5, 4)
