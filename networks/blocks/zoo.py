@@ -23,7 +23,7 @@ from monai.networks.blocks import ChannelSELayer
 from monai.networks.layers.factories import Act, Conv, Norm, split_args
 
 from .attention import register_attention
-from .pam import SliceAttention, _check_positive, _check_spatial_dims, check_block_input
+from .pam import SliceAttention, _check_positive, _check_spatial_dims, check_block_input, pool_over
 
 __all__ = ["SliceChannelAttention", "ChannelSliceAttention", "ProjectExcite", "ConvBlockAttention"]
 
@@ -103,6 +103,13 @@ class ChannelSliceAttention(SliceChannelAttention):
         return self.slice_attention(self.channel_se(x))
 
 
+def _mean_keepdim(x: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    """``torch.mean(x, dim=dims, keepdim=True)`` through :func:`~networks.blocks.pam.pool_over` (fast for
+    channels-last inputs)."""
+    shape = [1 if d in dims else s for d, s in enumerate(x.shape)]
+    return pool_over(x, dims, "avg").reshape(shape)
+
+
 class ProjectExcite(nn.Module):
     """Project & Excitation (PE).
 
@@ -164,9 +171,9 @@ class ProjectExcite(nn.Module):
             ValueError: when ``x`` does not have ``channels`` channels and ``spatial_dims`` spatial dims.
         """
         check_block_input(x, "ProjectExcite", self.channels, self.spatial_dims)
-        z = torch.mean(x, dim=self._other_dims[0], keepdim=True)
+        z = _mean_keepdim(x, self._other_dims[0])
         for dims in self._other_dims[1:]:
-            z = z + torch.mean(x, dim=dims, keepdim=True)  # broadcast-sum to (B, C, *spatial)
+            z = z + _mean_keepdim(x, dims)  # broadcast-sum to (B, C, *spatial)
         return x * self.excite(z)
 
 
@@ -182,7 +189,7 @@ class _CBAMChannelGate(nn.Module):
         self.spatial_dims = spatial_dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.mlp(torch.mean(x, dim=self._spatial)) + self.mlp(torch.amax(x, dim=self._spatial))
+        logits = self.mlp(pool_over(x, self._spatial, "avg")) + self.mlp(pool_over(x, self._spatial, "max"))
         w = self.gate(logits)
         return x * w.view([w.shape[0], w.shape[1]] + [1] * self.spatial_dims)
 

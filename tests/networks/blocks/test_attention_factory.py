@@ -108,3 +108,19 @@ def test_package_reexports():
     for name in ("get_attention_block", "register_attention", "ProgressiveAttention", "SliceAttention",
                  "ChannelAttention", "key_slice_mask"):
         assert hasattr(networks, name) and name in networks.__all__
+
+
+@pytest.mark.parametrize("name", [n for n in list_attention_blocks() if n != "ag"])  # ag gates skips, not a block
+@pytest.mark.parametrize("spatial_dims,shape", SHAPES)
+def test_blocks_give_the_same_output_on_channels_last_inputs(name, spatial_dims, shape):
+    """The sliding-window inferer hands channels-last windows to every block (pooling goes through
+    ``networks.blocks.pam.pool_over`` there): the result must not depend on the memory layout."""
+    torch.manual_seed(0)
+    depth = shape[-1]
+    kwargs = {"num_slices": depth} if attention_needs_slices(name) else {}
+    block = get_attention_block(name, spatial_dims, shape[1], **kwargs).eval()
+    x = torch.randn(shape)
+    layout = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+    with torch.no_grad():
+        expected, out = block(x), block(x.contiguous(memory_format=layout))
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
