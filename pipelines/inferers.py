@@ -299,18 +299,18 @@ class FastSlidingWindowInferer(Inferer):
             raise TypeError(f"{option} needs an nn.Module, got {type(network).__name__}.")
         needs_copy = is_module and (self.network_dtype is not None or self.channels_last)
         if not self.compile:
-            return self.inference_copy(network) if needs_copy else network  # type: ignore[arg-type]
+            return self.inference_copy(network) if needs_copy else network
         cached = self._compiled[1:] if self._compiled is not None and self._compiled[0] is network else None
         if cached is None:
             module = network
             if needs_copy:
                 # ordinary (not inference) tensors, so that _refresh_copy may update them in or out of inference mode
                 with torch.inference_mode(False), torch.no_grad():
-                    module = self.inference_copy(network).requires_grad_(False)  # type: ignore[arg-type]
+                    module = self.inference_copy(network).requires_grad_(False)
             cached = (module, torch.compile(module, backend=self.compile_backend, dynamic=False))
-            self._compiled = (network, *cached)  # type: ignore[assignment]
+            self._compiled = (network, *cached)
         elif cached[0] is not network:
-            self._refresh_copy(network, cached[0])  # type: ignore[arg-type]
+            self._refresh_copy(network, cached[0])
         return cached[1]
 
     def inference_copy(self, network: torch.nn.Module) -> torch.nn.Module:
