@@ -48,7 +48,7 @@ def run_bundle(bundle: str, run_id: str, config: str, **override) -> None:
 
 
 def _read_summary(eval_dir: Path) -> dict[str, float]:
-    """Mean of every metric column of the evaluation's ``summary.json`` (see :mod:`pipelines.reports`)."""
+    """Mean of every metric column of the evaluation's ``summary.json`` (see :mod:`pipelines.evaluation.reports`)."""
     path = eval_dir / "summary.json"
     if not path.is_file():
         return {}
@@ -125,7 +125,7 @@ def main() -> None:
     def _sweep(path: str, profile: str | None = None, **changes) -> None:
         import yaml
 
-        from .sweep import run_sweep
+        from .experiments import run_sweep
 
         # fire passes what it cannot parse as a Python literal as a string: read those as YAML flow values
         changes = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in changes.items()}
@@ -135,7 +135,7 @@ def main() -> None:
             print(f"[sweep] {key:8s}: {result[key]}")
 
     _demo.__doc__ = demo.__doc__
-    from .sweep import run_sweep
+    from .experiments import run_sweep
 
     _sweep.__doc__ = run_sweep.__doc__
     fire.Fire({"demo": _demo, "sweep": _sweep})

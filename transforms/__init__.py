@@ -1,7 +1,15 @@
-"""MONAI-style array and dictionary transforms specific to the project's datasets."""
+"""MONAI-style array and dictionary transforms specific to the project's datasets, and the per-dataset transform
+builders (:mod:`transforms.recipes`)."""
 
 from __future__ import annotations
 
+from . import brats, busi, postprocessing, recipes
+from .brats import (
+    BRATS_REGIONS,
+    BratsRegionsToLabels,
+    BratsRegionsToLabelsd,
+    regions_from_labels,
+)
 from .busi import (
     BoxesToMaskd,
     DilateMaskd,
@@ -9,12 +17,13 @@ from .busi import (
     MasksToBoxesd,
     PartialAnnotationd,
     RandResizedCropd,
+)
+from .postprocessing import KeepLargestComponentPerClass, KeepLargestComponentPerClassd
+from .recipes import (
     busi_eval_transforms,
     busi_train_transforms,
+    segmentation_transforms,
 )
-from . import brats, busi, postprocessing
-from .brats import BRATS_REGIONS, BratsRegionsToLabels, BratsRegionsToLabelsd, regions_from_labels
-from .postprocessing import KeepLargestComponentPerClass, KeepLargestComponentPerClassd
 
 __all__ = [
     "BoxesToMaskd",
@@ -31,4 +40,9 @@ __all__ = [
     "regions_from_labels",
     "KeepLargestComponentPerClass",
     "KeepLargestComponentPerClassd",
+    "brats",
+    "busi",
+    "postprocessing",
+    "recipes",
+    "segmentation_transforms",
 ]

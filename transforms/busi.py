@@ -25,18 +25,9 @@ from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import (
-    CenterSpatialCropd,
-    Compose,
-    DeleteItemsd,
-    EnsureTyped,
     MapTransform,
-    RandFlipd,
     RandomizableTransform,
-    RandRotate90d,
-    RandScaleIntensityd,
-    RandScaleIntensityFixedMeand,
     Resize,
-    ScaleIntensityRanged,
     Transform,
 )
 from monai.utils import convert_to_dst_type
@@ -58,8 +49,6 @@ __all__ = [
     "RandResizedCropd",
     "ResizeShortSide",
     "ResizeShortSided",
-    "busi_eval_transforms",
-    "busi_train_transforms",
     "load_busi_image",
     "load_busi_masks",
     "partial_annotation_ids",
@@ -634,115 +623,3 @@ class ResizeShortSided(MapTransform):
         for key, mode, aa in self.key_iterator(d, self.mode, self.anti_aliasing):
             d[key] = self.resizer(d[key], mode=mode, anti_aliasing=aa)
         return d
-
-
-# --------------------------------------------------------------------------------------------
-# builders
-# --------------------------------------------------------------------------------------------
-def _weak_and_partial(
-    use_boxes: bool, annotated_fraction: float | None, annotated_ids: Iterable[str] | None, seed: int
-) -> list:
-    steps: list = []
-    if use_boxes:
-        steps.append(BoxesToMaskd("mask"))
-    if annotated_ids is not None or (annotated_fraction is not None and annotated_fraction < 1.0):
-        fraction = 1.0 if annotated_fraction is None else annotated_fraction
-        steps.append(PartialAnnotationd("mask", fraction=fraction, seed=seed, keep_ids=annotated_ids))
-    return steps
-
-
-def _finish() -> list:
-    return [
-        ScaleIntensityRanged("image", a_min=0.0, a_max=255.0, b_min=-1.0, b_max=1.0, clip=True),
-        EnsureTyped(("image", "mask"), dtype=torch.float32, track_meta=False),
-        DeleteItemsd(("masks", "boxes")),  # lists of varying length cannot be collated
-    ]
-
-
-def busi_train_transforms(
-    image_size: int = 256,
-    dilate: int = 0,
-    use_boxes: bool = False,
-    annotated_fraction: float | None = None,
-    annotated_ids: Iterable[str] | None = None,
-    partial_seed: int = 0,
-    rotate_prob: float = 0.5,
-    flip_prob: float = 0.5,
-    crop_scale: Sequence[float] = (0.75, 1.0),
-    crop_ratio: Sequence[float] = (0.75, 4.0 / 3.0),
-    brightness: float = 0.2,
-    contrast: float = 0.2,
-    jitter_prob: float = 0.8,
-) -> Compose:
-    """LA-Net training pipeline for :func:`~pipelines.data.datalists.busi_datalist` items.
-
-    Load (merge masks) -> [boxes replace masks] -> [partial annotation] -> rotate by 90/180/270 (``rotate_prob``)
-    -> random resized crop to ``image_size`` (image bilinear, mask nearest-exact) -> dilate the mask by ``dilate``
-    pixels of the ``image_size`` grid -> horizontal and vertical flips -> brightness (``v * (1 + f)``,
-    ``|f| <= brightness``) and contrast (scaling about the mean, ``|f| <= contrast``) jitter of the image,
-    clipped to [0, 255] -> [-1, 1].
-
-    Returns a :class:`~monai.transforms.Compose` producing ``image`` ``(1, S, S)`` in [-1, 1], ``mask``
-    ``(1, S, S)`` in {0, 1}, ``has_mask`` (int) and the item's other keys (``masks``/``boxes`` deleted).
-    Randomness is seeded with ``Compose.set_random_state`` (MONAI datasets do it per worker).
-
-    Args:
-        image_size: output side S (256 or 512 in the paper).
-        dilate: mask dilation radius d (0 = none).
-        use_boxes: replace the masks by the filled ``boxes`` (weak labels; needs a ``box_file`` datalist).
-        annotated_fraction: keep this fraction of the masks (seeded hash of the case id), None = all.
-        annotated_ids: exact case ids that keep their masks (see
-            :func:`partial_annotation_ids`); overrides ``annotated_fraction``.
-        partial_seed: seed of the partial-annotation hash.
-        rotate_prob: probability of a rotation (by 90, 180 or 270 degrees, uniformly).
-        flip_prob: probability of each flip.
-        crop_scale: area range of the random resized crop.
-        crop_ratio: aspect-ratio range of the random resized crop.
-        brightness: brightness jitter amplitude.
-        contrast: contrast jitter amplitude.
-        jitter_prob: probability of each jitter.
-    """
-    keys = ("image", "mask")
-    steps: list = [LoadBUSId("image")]
-    steps += _weak_and_partial(use_boxes, annotated_fraction, annotated_ids, partial_seed)
-    steps += [
-        RandRotate90d(keys, prob=rotate_prob, max_k=3, spatial_axes=(0, 1)),
-        RandResizedCropd(
-            keys, image_size, scale=crop_scale, ratio=crop_ratio, mode=("bilinear", "nearest-exact"),
-            anti_aliasing=(True, False),
-        ),
-    ]
-    if dilate:
-        steps.append(DilateMaskd("mask", radius=dilate))
-    steps += [
-        RandFlipd(keys, prob=flip_prob, spatial_axis=1),  # horizontal (width axis)
-        RandFlipd(keys, prob=flip_prob, spatial_axis=0),  # vertical
-    ]
-    if brightness > 0:
-        steps.append(RandScaleIntensityd("image", factors=brightness, prob=jitter_prob))
-    if contrast > 0:
-        steps.append(RandScaleIntensityFixedMeand("image", factors=contrast, fixed_mean=True, prob=jitter_prob))
-    return Compose(steps + _finish())
-
-
-def busi_eval_transforms(
-    image_size: int = 256,
-    use_boxes: bool = False,
-    annotated_fraction: float | None = None,
-    annotated_ids: Iterable[str] | None = None,
-    partial_seed: int = 0,
-) -> Compose:
-    """LA-Net evaluation pipeline: load -> resize the short side to ``image_size`` (image bilinear with
-    anti-aliasing, mask nearest-exact) -> centre crop ``image_size`` -> [-1, 1]. Deterministic.
-
-    The weak/partial options exist for evaluating on the training images with the training labels; test
-    sets keep the defaults (the full masks). Output keys as :func:`busi_train_transforms`.
-    """
-    keys = ("image", "mask")
-    steps: list = [LoadBUSId("image")]
-    steps += _weak_and_partial(use_boxes, annotated_fraction, annotated_ids, partial_seed)
-    steps += [
-        ResizeShortSided(keys, image_size, mode=("bilinear", "nearest-exact"), anti_aliasing=(True, False)),
-        CenterSpatialCropd(keys, roi_size=image_size),
-    ]
-    return Compose(steps + _finish())

@@ -1,4 +1,6 @@
-"""Metrics for papers: segmentation (Dice, HD95, NSD in mm) and classification (AUC, F1, ... with bootstrap CIs)."""
+"""Metrics: segmentation (Dice, HD95, NSD in mm), classification (AUC, F1, ... with bootstrap CIs), localisation
+(mask Dice / IoU); functions, Cumulative classes and the ignite handlers beside them. Imports nothing else of
+:mod:`pipelines`."""
 
 from __future__ import annotations
 
@@ -60,7 +62,16 @@ __all__ = [
     "spacing_from_meta",
 ]
 
-from . import handlers  # noqa: E402  (needs the metric modules above; imports pipelines.reports)
-from .handlers import ClassificationMetricsHandler, MetricsReportHandler, SegmentationMetricsHandler  # noqa: E402
+from . import handlers, localisation
+from .handlers import (
+    ClassificationMetricsHandler,
+    PerChannelMeanDice,
+    SegmentationMetricsHandler,
+    foreground_output_transform,
+)
+from .localisation import MaskDiceMetric, mask_dice_iou, upsample_mask
 
-__all__ += ["ClassificationMetricsHandler", "MetricsReportHandler", "SegmentationMetricsHandler", "handlers"]
+__all__ += [
+    "ClassificationMetricsHandler", "MaskDiceMetric", "PerChannelMeanDice", "SegmentationMetricsHandler",
+    "foreground_output_transform", "handlers", "localisation", "mask_dice_iou", "upsample_mask",
+]

@@ -1,9 +1,10 @@
-"""Ignite handlers for the paper metrics: per-case segmentation / classification metrics and the report writer.
+"""Ignite handlers for the paper metrics: per-case segmentation / classification metrics and per-channel Dice.
 
 * :class:`SegmentationMetricsHandler`: Dice, HD95, NSD in mm per case and class (:class:`SurfaceMetrics`).
 * :class:`ClassificationMetricsHandler`: AUC (key metric), accuracy, F1, ... (:class:`ClassificationMetrics`).
-* :class:`MetricsReportHandler`: at ``Events.COMPLETED`` writes the CSV / JSON / Markdown report of either
-  (:mod:`pipelines.reports`), prints the table and logs it to TensorBoard; rank 0 only under DDP.
+* :class:`PerChannelMeanDice`: MONAI's Dice, mean over channels as the key metric plus one value per channel.
+
+The report writer that reads these handlers' per-case results is :class:`pipelines.evaluation.MetricsReportHandler`.
 """
 
 from __future__ import annotations
@@ -16,19 +17,16 @@ from typing import Any
 import ignite.distributed as idist
 import numpy as np
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from monai.handlers import IgniteMetricHandler
+from monai.metrics import DiceMetric
 
-from ..reports import (
-    classification_markdown_table,
-    markdown_table,
-    write_classification_report,
-    write_segmentation_report,
-)
 from .classification import ClassificationMetrics
 from .segmentation import SEGMENTATION_METRICS, SurfaceMetrics
 
-__all__ = ["ClassificationMetricsHandler", "MetricsReportHandler", "SegmentationMetricsHandler"]
+__all__ = [
+    "ClassificationMetricsHandler", "PerChannelMeanDice", "SegmentationMetricsHandler", "foreground_output_transform"
+]
 
 logger = logging.getLogger(__name__)
 
@@ -259,111 +257,62 @@ class ClassificationMetricsHandler(_PerCaseMetricHandler):
         return float(values[self.key])
 
 
-class MetricsReportHandler:
-    """Writes the report of a metric handler's per-case results when the evaluator completes.
+class PerChannelMeanDice(IgniteMetricHandler):
+    """Mean Dice over channels (the key metric) that also reports each channel under its own name.
 
-    Segmentation: :func:`~pipelines.reports.write_segmentation_report` (``metrics.csv``, ``summary.json``,
-    ``summary.md``). Classification: :func:`~pipelines.reports.write_classification_report` (``predictions.csv``,
-    ``summary.json``, ``summary.md``). The Markdown table is printed, logged, and written to TensorBoard as text when
-    ``log_dir`` or ``summary_writer`` is given. Only rank 0 writes under DDP (the metric handlers gather all ranks).
-    Attach it after the metric handler (MONAI's evaluators attach metrics first, then ``val_handlers``).
+    ``engine.state.metrics[name]`` holds the mean over ``channel_names``; ``engine.state.metrics[f"{name}_{c}"]``
+    holds each channel's mean over cases, so TensorBoard and the console show e.g. ``val_mean_dice_TC``.
+    Channels are all channels of the prediction (set ``include_background`` for one-hot outputs with background).
 
     Args:
-        save_dir: report folder.
-        metric_name: name of the metric handler in ``engine.state.metric_details`` (e.g. the ``key_metric`` name).
-        handler: the metric handler object itself, instead of ``metric_name``.
-        class_names / metrics: segmentation table layout; default from the handler.
-        log_dir: TensorBoard folder (a writer is created on rank 0), or ``summary_writer``.
-        summary_writer: an existing ``SummaryWriter``.
-        n_resamples: bootstrap resamples for the CIs.
-        seed: bootstrap seed.
-        tag: TensorBoard text tag.
-        step_transform: ``engine -> step`` for TensorBoard; default ``engine.state.epoch``.
+        channel_names: one name per reported channel, e.g. ``("TC", "WT", "ET")``.
+        include_background: passed to :class:`~monai.metrics.DiceMetric` (keep channel 0 or not).
+        ignore_empty: passed to :class:`~monai.metrics.DiceMetric`: skip cases whose ground truth is empty.
+        output_transform: maps ``engine.state.output`` to ``(y_pred, y)``.
+        save_details: keep per-case scores in ``engine.state.metric_details``.
     """
 
     def __init__(
         self,
-        save_dir: str,
-        metric_name: str | None = None,
-        handler: SegmentationMetricsHandler | ClassificationMetricsHandler | None = None,
-        class_names: Sequence[str] | None = None,
-        metrics: Sequence[str] | None = None,
-        log_dir: str | None = None,
-        summary_writer: Any = None,
-        n_resamples: int = 1000,
-        seed: int = 0,
-        tag: str = "metrics_report",
-        step_transform: Callable[[Engine], int] = lambda engine: engine.state.epoch,
+        channel_names: Sequence[str],
+        include_background: bool = True,
+        ignore_empty: bool = True,
+        output_transform: Callable = lambda x: x,
+        save_details: bool = True,
     ) -> None:
-        if (metric_name is None) == (handler is None):
-            raise ValueError("give exactly one of metric_name and handler.")
-        self.save_dir = save_dir
-        self.metric_name = metric_name
-        self.handler = handler
-        self.class_names = tuple(class_names) if class_names is not None else None
-        self.metrics = tuple(metrics) if metrics is not None else None
-        self.log_dir = log_dir
-        self._writer = summary_writer
-        self.n_resamples = n_resamples
-        self.seed = seed
-        self.tag = tag
-        self.step_transform = step_transform
-        self.summary: dict[str, Any] | None = None
-        self.table: str | None = None
+        self.channel_names = tuple(channel_names)
+        metric_fn = DiceMetric(include_background=include_background, reduction="mean_batch", ignore_empty=ignore_empty)
+        super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.COMPLETED, self)
-
-    def _details(self, engine: Engine) -> Any:
-        if self.handler is not None:
-            if isinstance(self.handler, SegmentationMetricsHandler):
-                return self.handler.rows
-            return engine.state.metric_details[self.handler._name]
-        details = getattr(engine.state, "metric_details", {})
-        if self.metric_name not in details:
-            raise KeyError(f"no metric details named {self.metric_name!r}; have {sorted(details)}.")
-        return details[self.metric_name]
-
-    def _layout(self, rows: list[dict[str, Any]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        class_names = self.class_names or getattr(self.handler, "class_names", None)
-        metrics = self.metrics or getattr(self.handler, "metrics", None)
-        columns = [c for c in rows[0] if c != "case_id"] if rows else []
-        if metrics is None:
-            metrics = tuple(dict.fromkeys(c.split("_", 1)[0] for c in columns))
-        if class_names is None:
-            class_names = tuple(dict.fromkeys(c.split("_", 1)[1] for c in columns))
-        return tuple(class_names), tuple(metrics)
-
-    def __call__(self, engine: Engine) -> None:
-        details = self._details(engine)  # every rank: the handler already gathered
-        if idist.get_rank() != 0:
-            return
-        writer = self._writer
-        if writer is None and self.log_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = self._writer = SummaryWriter(log_dir=self.log_dir)
-        step = int(self.step_transform(engine))
-        if isinstance(details, dict) and "y_prob" in details:
-            class_names = self.class_names or getattr(self.handler, "class_names", None)
-            if class_names is None:
-                class_names = [str(k) for k in range(details["y_prob"].shape[1])]
-            self.summary = write_classification_report(
-                details["y_true"], details["y_prob"], self.save_dir, class_names, case_ids=details.get("case_ids"),
-                tb_writer=writer, step=step, n_resamples=self.n_resamples, seed=self.seed, tag=self.tag,
+    def compute(self) -> float:
+        per_channel = self.metric_fn.aggregate()
+        per_channel = torch.as_tensor(per_channel).flatten()
+        if per_channel.numel() != len(self.channel_names):
+            raise ValueError(
+                f"Dice has {per_channel.numel()} channels but {len(self.channel_names)} channel names were given: "
+                f"{self.channel_names}."
             )
-            self.table = classification_markdown_table(self.summary)
-        else:
-            rows = list(details)
-            class_names, metrics = self._layout(rows)
-            self.summary = write_segmentation_report(
-                rows, self.save_dir, class_names, metrics, tb_writer=writer, step=step,
-                n_resamples=self.n_resamples, seed=self.seed, tag=self.tag,
-            )
-            self.table = markdown_table(self.summary, class_names, metrics)
-        if writer is not None:
-            writer.flush()
-        n_cases = len(details["y_true"]) if isinstance(details, dict) else len(details)
-        message = f"metrics report ({n_cases} cases) in {self.save_dir}:\n{self.table}"
-        logger.info(message)
-        print(message)
+        if self.save_details:
+            if self._engine is None or self._name is None:
+                raise RuntimeError("call attach() before compute().")
+            self._engine.state.metric_details[self._name] = self.metric_fn.get_buffer()
+        if self._engine is not None and self._name is not None:
+            for name, value in zip(self.channel_names, per_channel.tolist()):
+                self._engine.state.metrics[f"{self._name}_{name}"] = value
+        self._is_reduced = True
+        return float(torch.nanmean(per_channel).item())
+
+
+def foreground_output_transform(pred_key: str = "pred", label_key: str = "label") -> Callable:
+    """``output_transform`` that drops channel 0 (background) of one-hot predictions and labels.
+
+    For softmax bundles whose metrics are reported over the foreground classes only. Works on MONAI's decollated
+    evaluator output (a list of per-item dicts); slicing keeps each MetaTensor's affine (needed for the spacing).
+    """
+
+    def _transform(output) -> tuple[list, list]:
+        items = output if isinstance(output, (list, tuple)) else [output]
+        return [item[pred_key][1:] for item in items], [item[label_key][1:] for item in items]
+
+    return _transform
+

@@ -14,7 +14,7 @@ import pytest
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow, verify_net_in_out
 
-from pipelines.bundle_check import verify_bundle_metadata
+from pipelines.bundles.metadata import verify_bundle_metadata
 from pipelines.data import DatasetError, make_brats_demo
 from pipelines.metrics import compute_segmentation_metrics
 from transforms import regions_from_labels

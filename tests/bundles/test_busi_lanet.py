@@ -13,7 +13,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 from PIL import Image
 
-from pipelines.bundle_check import verify_bundle_metadata
+from pipelines.bundles.metadata import verify_bundle_metadata
 from pipelines.data import make_busi_demo
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "busi_lanet"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from monai.bundle import ConfigWorkflow, verify_net_in_out
 
-from pipelines.bundle_check import verify_bundle_metadata
+from pipelines.bundles.metadata import verify_bundle_metadata
 from pipelines.data import HVSMR_LABELS, MALC_LABELS, make_hvsmr_demo, make_malc_demo
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"

@@ -6,7 +6,12 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import ConvertToMultiChannelBasedOnBratsClasses
 
-from transforms import BRATS_REGIONS, BratsRegionsToLabels, BratsRegionsToLabelsd, regions_from_labels
+from transforms import (
+    BRATS_REGIONS,
+    BratsRegionsToLabels,
+    BratsRegionsToLabelsd,
+    regions_from_labels,
+)
 
 
 def _random_labels(seed: int = 0, shape=(6, 7, 5)) -> np.ndarray:

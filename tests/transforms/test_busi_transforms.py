@@ -19,11 +19,10 @@ from transforms.busi import (
     PartialAnnotationd,
     RandResizedCrop,
     RandResizedCropd,
-    busi_eval_transforms,
-    busi_train_transforms,
     load_busi_image,
     partial_annotation_ids,
 )
+from transforms.recipes import busi_eval_transforms, busi_train_transforms
 
 
 def _save(path, array, mode):

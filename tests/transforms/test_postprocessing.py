@@ -7,7 +7,10 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 
 from transforms import BratsRegionsToLabelsd
-from transforms.postprocessing import KeepLargestComponentPerClass, KeepLargestComponentPerClassd
+from transforms.postprocessing import (
+    KeepLargestComponentPerClass,
+    KeepLargestComponentPerClassd,
+)
 
 
 def _two_components_per_class() -> tuple[np.ndarray, np.ndarray]:

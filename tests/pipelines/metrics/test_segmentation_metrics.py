@@ -10,8 +10,8 @@ from ignite.engine import Engine
 from monai.data import MetaTensor, list_data_collate
 from scipy import ndimage
 
+from pipelines.evaluation import MetricsReportHandler
 from pipelines.metrics import (
-    MetricsReportHandler,
     SegmentationMetricsHandler,
     SurfaceMetrics,
     compute_segmentation_metrics,

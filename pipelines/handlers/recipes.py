@@ -1,0 +1,74 @@
+"""The handler lists shared by the 3D segmentation bundles (BraTS, MALC, HVSMR), written once: training (lr
+schedule, validation, loss / lr to console and TensorBoard), checkpoint / resume, validation (best model,
+TensorBoard slices)."""
+
+from __future__ import annotations
+
+__all__ = ['checkpoint_handlers', 'training_handlers', 'validation_handlers']
+
+
+def training_handlers(lr_scheduler, validator, optimizer, log_dir: str, val_interval: int = 1,
+                      show_progress: bool = False) -> list:
+    """The trainer handlers of the 3D segmentation recipe: lr schedule (per epoch), validation every
+    ``val_interval`` epochs, loss to the console and TensorBoard, learning rate to TensorBoard, optional progress bar.
+    """
+    from ignite.handlers import ProgressBar
+    from monai.handlers import (
+        LrScheduleHandler,
+        StatsHandler,
+        TensorBoardStatsHandler,
+        ValidationHandler,
+        from_engine,
+    )
+
+    from .tensorboard import LearningRateLogger
+
+    loss = from_engine(["loss"], first=True)
+    handlers = [
+        LrScheduleHandler(lr_scheduler=lr_scheduler, print_lr=True),
+        ValidationHandler(validator=validator, epoch_level=True, interval=val_interval),
+        StatsHandler(tag_name="train_loss", output_transform=loss),
+        TensorBoardStatsHandler(log_dir=log_dir, tag_name="train_loss", output_transform=loss),
+        LearningRateLogger(optimizer, log_dir=log_dir),
+    ]
+    if show_progress:
+        handlers.append(ProgressBar(persist=False))
+    return handlers
+
+
+def checkpoint_handlers(ckpt_dir: str, network, optimizer, lr_scheduler, trainer, validator, device=None) -> list:
+    """Resume from the newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir`` (if any) and save the full training state
+    (network, optimizer, scheduler, trainer, best validation score) there after every epoch.
+
+    They refer to the trainer, so a config attaches them after building it
+    (``pipelines.handlers.attach_handlers``).
+    """
+    from monai.handlers import CheckpointLoader, CheckpointSaver
+
+    from .checkpoints import BestMetricState, latest_checkpoint
+
+    state = {"model": network, "optimizer": optimizer, "lr_scheduler": lr_scheduler, "trainer": trainer,
+             "validation": BestMetricState(validator)}
+    handlers = []
+    last = latest_checkpoint(ckpt_dir)
+    if last is not None:
+        handlers.append(CheckpointLoader(load_path=last, load_dict=state, map_location=device))
+    handlers.append(CheckpointSaver(save_dir=ckpt_dir, save_dict=state, save_interval=1, n_saved=1, epoch_level=True))
+    return handlers
+
+
+def validation_handlers(log_dir: str, ckpt_dir: str, network, slice_axis: int = -1,
+                        label_background: bool = False) -> list:
+    """The validation handlers of the recipe: metrics to the console and TensorBoard, one picture of a slice per
+    validation (inputs, label and prediction overlays), and the best model by the key metric as ``model.pt``."""
+    from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandler
+
+    from .tensorboard import TensorBoardSliceHandler
+
+    return [
+        StatsHandler(iteration_log=False),
+        TensorBoardStatsHandler(log_dir=log_dir, iteration_log=False),
+        TensorBoardSliceHandler(log_dir=log_dir, slice_axis=slice_axis, label_background=label_background),
+        CheckpointSaver(save_dir=ckpt_dir, save_dict={"model": network}, save_key_metric=True,
+                        key_metric_filename="model.pt"),
+    ]

@@ -1,0 +1,215 @@
+"""TensorBoard pictures and scalars the bundles need beyond MONAI's: image slices with mask overlays (3D
+segmentation), LA-Net's image / mask / Grad-CAM grid, the learning rate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+from ignite.engine import Engine, Events
+from torch.utils.tensorboard import SummaryWriter
+
+from ..evaluation.saliency import grad_cam
+from ..metrics.localisation import upsample_mask
+
+__all__ = ['LANetTensorBoardHandler', 'LearningRateLogger', 'TensorBoardSliceHandler', 'overlay_rgb']
+
+
+_PALETTE = np.array(
+    [[0.9, 0.2, 0.2], [0.2, 0.8, 0.2], [1.0, 0.85, 0.1], [0.2, 0.5, 1.0], [0.9, 0.3, 0.9], [0.1, 0.9, 0.9],
+     [1.0, 0.6, 0.2], [0.6, 0.4, 0.2], [0.6, 0.6, 1.0], [0.5, 1.0, 0.5], [1.0, 0.5, 0.5]],
+    dtype=np.float32,
+)
+
+
+def overlay_rgb(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Colour binary masks onto a grayscale slice.
+
+    Masks are drawn largest first so nested regions (e.g. ET inside TC inside WT) stay visible.
+
+    Args:
+        image: ``(H, W)`` grayscale slice, any range (min-max normalised here).
+        masks: ``(K, H, W)`` binary masks, one colour each.
+        alpha: opacity of the colours.
+
+    Returns:
+        ``(3, H, W)`` float32 RGB in [0, 1].
+    """
+    img = image.astype(np.float32)
+    lo, hi = float(img.min()), float(img.max())
+    img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    rgb = np.repeat(img[None], 3, axis=0)
+    masks = masks > 0.5
+    for k in sorted(range(masks.shape[0]), key=lambda i: -int(masks[i].sum())):
+        colour = _PALETTE[k % len(_PALETTE)][:, None]
+        sel = masks[k]
+        rgb[:, sel] = (1 - alpha) * rgb[:, sel] + alpha * colour
+    return np.clip(rgb, 0.0, 1.0)
+
+
+class TensorBoardSliceHandler:
+    """Writes one picture per validation run: each input channel, then label and prediction overlays.
+
+    The slice is taken along ``slice_axis`` (axial for NIfTI loaded as ``(C, X, Y, Z)``) where the label has the most
+    foreground, from the first item of the first batch. Attach to an evaluator; the step is ``engine.state.epoch``,
+    which MONAI's ``ValidationHandler`` sets to the trainer's epoch.
+
+    Args:
+        log_dir: TensorBoard folder (a ``SummaryWriter`` is created) unless ``summary_writer`` is given.
+        summary_writer: an existing writer to reuse.
+        tag: image tag in TensorBoard.
+        slice_axis: spatial axis to slice (negative counts from the end).
+        image_key / label_key / pred_key: keys in each decollated output item.
+        label_background: skip channel 0 of label/pred when it is a one-hot background channel.
+    """
+
+    def __init__(
+        self,
+        log_dir: str = "./runs",
+        summary_writer: SummaryWriter | None = None,
+        tag: str = "val_slices",
+        slice_axis: int = -1,
+        image_key: str = "image",
+        label_key: str = "label",
+        pred_key: str = "pred",
+        label_background: bool = False,
+    ) -> None:
+        self._writer = summary_writer if summary_writer is not None else SummaryWriter(log_dir=log_dir)
+        self.tag = tag
+        self.slice_axis = slice_axis
+        self.keys = (image_key, label_key, pred_key)
+        self.label_background = label_background
+        self._done = False
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _reset(self, engine: Engine) -> None:
+        self._done = False
+
+    @staticmethod
+    def _np(x) -> np.ndarray:
+        return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
+
+    def make_picture(self, image, label, pred) -> np.ndarray:
+        """Build the ``(3, H, W * (C + 2))`` picture for one item (channel-first arrays)."""
+        image, label, pred = self._np(image), self._np(label), self._np(pred)
+        if self.label_background:
+            label, pred = label[1:], pred[1:]
+        spatial_axis = self.slice_axis % (image.ndim - 1)
+        if image.ndim == 4:  # 3D: choose the slice with the most labelled voxels
+            sums = label.sum(axis=tuple(a for a in range(label.ndim) if a != spatial_axis + 1))
+            index = int(np.argmax(sums)) if sums.max() > 0 else image.shape[spatial_axis + 1] // 2
+            take = lambda a: np.take(a, index, axis=spatial_axis + 1)  # noqa: E731
+            image, label, pred = take(image), take(label), take(pred)
+        tiles = [overlay_rgb(ch, np.zeros((0, *ch.shape))) for ch in image]
+        tiles.append(overlay_rgb(image[-1], label))
+        tiles.append(overlay_rgb(image[-1], pred))
+        return np.concatenate(tiles, axis=2)
+
+    def __call__(self, engine: Engine) -> None:
+        if self._done:
+            return
+        output = engine.state.output
+        item = output[0] if isinstance(output, (list, tuple)) else output
+        image, label, pred = (item[k] for k in self.keys)
+        if isinstance(image, torch.Tensor) and image.ndim == label.ndim + 1:  # batched, not decollated
+            image, label, pred = image[0], label[0], pred[0]
+        picture = self.make_picture(image, label, pred)
+        self._writer.add_image(self.tag, picture, global_step=engine.state.epoch)
+        self._writer.flush()
+        self._done = True
+
+
+class LearningRateLogger:
+    """Logs the optimizer's learning rate (first parameter group) to TensorBoard at every epoch end.
+
+    Args:
+        optimizer: the optimizer whose ``param_groups[0]["lr"]`` is logged.
+        log_dir: TensorBoard folder unless ``summary_writer`` is given.
+        summary_writer: an existing writer to reuse.
+        tag: scalar tag.
+    """
+
+    def __init__(self, optimizer, log_dir: str = "./runs", summary_writer: SummaryWriter | None = None, tag: str = "lr"):
+        self.optimizer = optimizer
+        self._writer = summary_writer if summary_writer is not None else SummaryWriter(log_dir=log_dir)
+        self.tag = tag
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        self._writer.add_scalar(self.tag, self.optimizer.param_groups[0]["lr"], engine.state.epoch)
+        self._writer.flush()
+
+
+def _gray_rgb(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(x.min()), float(x.max())
+    x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    return np.repeat(x[None], 3, axis=0)
+
+
+def _heat_rgb(x: np.ndarray) -> np.ndarray:
+    """A blue -> red colour map of values in [0, 1] (no matplotlib needed)."""
+    x = np.clip(x, 0, 1)
+    return np.stack([x, 1 - np.abs(2 * x - 1), 1 - x])
+
+
+class LANetTensorBoardHandler:
+    """Each validation run, one TensorBoard picture per row of the first ``num_images`` images of the first batch:
+    input, ground-truth mask, predicted mask (upsampled bilinearly to the image) and Grad-CAM on ``target_layer``.
+
+    Attach to the evaluator; the step is ``engine.state.epoch`` (the trainer's epoch under ``ValidationHandler``).
+
+    Args:
+        log_dir: TensorBoard folder.
+        num_images: rows of the grid.
+        target_layer: Grad-CAM layer (see :func:`pipelines.evaluation.saliency.grad_cam`); None skips Grad-CAM.
+        tag: image tag.
+    """
+
+    def __init__(self, log_dir: str = "./runs", num_images: int = 4, target_layer: str | None = "backbone.layer4",
+                 tag: str = "val_lanet") -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(log_dir=log_dir)
+        self.num_images, self.target_layer, self.tag = int(num_images), target_layer, tag
+        self._done = False
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _reset(self, engine: Engine) -> None:
+        self._done = False
+
+    def make_picture(self, network: nn.Module, output: Mapping) -> np.ndarray:
+        """Float RGB picture in [0, 1], ``(3, n * H, k * W)`` for ``n = min(num_images, batch)`` rows of ``H x W``
+        images and ``k`` panels: input, ground-truth mask, predicted mask (black when ``output`` has no
+        ``mask_prob``) and, unless ``target_layer`` is None, Grad-CAM over the input."""
+        n = min(self.num_images, output["image"].shape[0])
+        images = output["image"][:n]
+        size = images.shape[2:]
+        pred = upsample_mask(output["mask_prob"][:n], size) if output.get("mask_prob") is not None else None
+        cam = grad_cam(network, images, target_layer=self.target_layer) if self.target_layer else None
+        rows = []
+        for i in range(n):
+            img = images[i, 0].detach().cpu().float().numpy()
+            tiles = [_gray_rgb(img), _heat_rgb(output["mask"][i, 0].detach().cpu().float().numpy())]
+            tiles.append(_heat_rgb(pred[i, 0].cpu().numpy()) if pred is not None else np.zeros_like(tiles[0]))
+            if cam is not None:
+                tiles.append(0.5 * _gray_rgb(img) + 0.5 * _heat_rgb(cam[i, 0].cpu().numpy()))
+            rows.append(np.concatenate(tiles, axis=2))
+        return np.concatenate(rows, axis=1).astype(np.float32)
+
+    def __call__(self, engine: Engine) -> None:
+        if self._done:
+            return
+        picture = self.make_picture(engine.network, engine.state.output)
+        self._writer.add_image(self.tag, picture, global_step=engine.state.epoch)
+        self._writer.flush()
+        self._done = True

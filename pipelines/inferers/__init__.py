@@ -1,0 +1,7 @@
+"""Inferers: the fast sliding-window inferer (2D / 3D, AMP, channels-last, mirroring TTA)."""
+
+from __future__ import annotations
+
+from .sliding_window import FastSlidingWindowInferer, window_starts
+
+__all__ = ['FastSlidingWindowInferer', 'window_starts']
