@@ -1,6 +1,6 @@
 """Classification metrics from predicted probabilities, with seeded bootstrap confidence intervals.
 
-Conventions (``/work/shared/design/methods.md``, "Metric conventions"):
+Conventions (shared by every bundle; the segmentation conventions are in :mod:`pipelines.metrics.segmentation`):
 
 * ``y_true`` holds integer labels ``(N,)``; ``y_prob`` is ``(N, K)`` class probabilities, or ``(N,)`` the
   probability of class 1 of a binary problem (read as ``[1 - p, p]``).

@@ -11,7 +11,7 @@ Euclidean distance transform of the other surface's element grid, with the image
   weighted by surface-element area, exactly as ``compute_robust_hausdorff(compute_surface_distances(...), 95)``.
 * NSD at tolerance ``tau`` is the area of both surfaces lying within ``tau`` mm of the other surface, divided by the
   total area of both surfaces (``compute_surface_dice_at_tolerance``).
-* Empty masks follow the BraTS convention (``/work/shared/design/methods.md``, "Metric conventions"): both empty ->
+* Empty masks follow the BraTS challenge convention (Bakas et al., arXiv:1811.02629): both empty ->
   Dice 1, HD95 0, NSD 1; exactly one empty -> Dice 0, NSD 0, HD95 = the image diagonal in mm. No metric is ever NaN,
   so a missed structure is penalised instead of dropping out of the mean.
 """
