@@ -5,14 +5,23 @@ Importing the package registers every network, so :func:`create_network` knows t
 
 from __future__ import annotations
 
-from .registry import build_segmentation_network, create_network, list_networks, register_network  # noqa: I001
+from .registry import (  # noqa: I001
+    NetworkSpec,
+    build_segmentation_network,
+    create_network,
+    get_network_spec,
+    list_networks,
+    register_network,
+)
 from .blocks import (
     ATTENTION_BLOCKS,
+    AttentionSpec,
     ChannelAttention,
     ProgressiveAttention,
     SliceAttention,
     attention_needs_slices,
     get_attention_block,
+    get_attention_spec,
     key_slice_mask,
     list_attention_blocks,
     register_attention,
@@ -31,6 +40,10 @@ from .blocks import (
 from .nets import LANet, ResNetClassifier
 
 __all__ = [
+    "AttentionSpec",
+    "NetworkSpec",
+    "get_attention_spec",
+    "get_network_spec",
     "AttentionVNet",
     "AttentionGate",
     "ChannelSliceAttention",

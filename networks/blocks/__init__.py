@@ -1,21 +1,28 @@
-"""Attention blocks: PAM and the name registry of attention blocks; a layout-preserving instance norm."""
+"""Attention blocks (PAM, the comparison zoo, the attention gate), their registry; a layout-preserving instance norm."""
 
 from __future__ import annotations
 
 from .attention import (
     ATTENTION_BLOCKS,
+    AttentionSpec,
     attention_needs_slices,
     get_attention_block,
+    get_attention_spec,
+    is_skip_gate,
     list_attention_blocks,
     register_attention,
 )
 from .pam import ChannelAttention, ProgressiveAttention, SliceAttention, key_slice_descriptor, key_slice_mask, pool_over
-from .zoo import ChannelSliceAttention, ConvBlockAttention, ProjectExcite, SliceChannelAttention
-from .attention_gate import AttentionGate, SkipPassThrough, get_skip_gate, is_skip_gate
+from .zoo import CBAMChannelGate, CBAMSpatialGate, ChannelSliceAttention, ConvBlockAttention, ProjectExcite, SliceChannelAttention
+from .attention_gate import AttentionGate, SkipPassThrough, get_skip_gate
 from .norm import LayoutPreservingInstanceNorm, replace_instance_norms
 
 __all__ = [
     "AttentionGate",
+    "AttentionSpec",
+    "CBAMChannelGate",
+    "CBAMSpatialGate",
+    "get_attention_spec",
     "ChannelSliceAttention",
     "ConvBlockAttention",
     "ProjectExcite",

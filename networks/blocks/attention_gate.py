@@ -8,10 +8,10 @@ gate already upsampled to the skip's size and projects the skip with a 1x1 conv 
 whereas the original gate projects the skip with a stride-2 ``k2`` conv to the gate's resolution
 and upsamples the attention coefficients instead.
 
-Registering ``"ag"`` in :mod:`networks.blocks.attention` lets networks and bundles select it by
-name like every other block; its per-level block is the identity, and networks that support it
-(:class:`~networks.nets.unet.AttentionUNet`, :class:`~networks.nets.vnet.AttentionVNet`) check
-:func:`is_skip_gate` and build gates with :func:`get_skip_gate`.
+``"ag"`` is registered in :mod:`networks.blocks.attention` with ``placement="skip"``, so networks and bundles
+select it by name like every other block; its per-level block is the identity, and the networks
+(:class:`~networks.nets.unet.AttentionUNet`, :class:`~networks.nets.vnet.AttentionVNet`) build the gate of
+every skip connection with :func:`get_skip_gate`, which works for any block registered with that placement.
 
 Paper: Oktay et al., "Attention U-Net: Learning Where to Look for the Pancreas", MIDL 2018,
 https://arxiv.org/abs/1804.03999
@@ -25,13 +25,10 @@ import torch.nn.functional as F
 
 from monai.networks.layers.factories import Act, Conv
 
-from .attention import _lookup, register_attention
-from .pam import _check_positive, _check_spatial_dims
+from .attention import check_options, get_attention_spec, is_skip_gate, register_attention
+from .checks import check_positive, check_spatial_dims
 
-__all__ = ["AttentionGate", "SkipPassThrough", "SKIP_GATES", "get_skip_gate", "is_skip_gate"]
-
-SKIP_GATES: set[str] = {"ag"}
-"""Registered attention names that gate skip connections instead of following blocks."""
+__all__ = ["AttentionGate", "SkipPassThrough", "get_skip_gate", "is_skip_gate"]
 
 
 class AttentionGate(nn.Module):
@@ -66,9 +63,9 @@ class AttentionGate(nn.Module):
             ValueError: when ``spatial_dims`` is not 2 or 3 or a channel number is not positive.
         """
         super().__init__()
-        _check_spatial_dims(spatial_dims, type(self).__name__)
+        check_spatial_dims(spatial_dims, type(self).__name__)
         inter = max(1, skip_channels // 2) if inter_channels is None else inter_channels
-        _check_positive(skip_channels=skip_channels, gate_channels=gate_channels, inter_channels=inter)
+        check_positive(skip_channels=skip_channels, gate_channels=gate_channels, inter_channels=inter)
         conv = Conv["conv", spatial_dims]
         self.spatial_dims = spatial_dims
         self.skip_channels = skip_channels
@@ -135,27 +132,17 @@ class SkipPassThrough(nn.Module):
         return x
 
 
-def is_skip_gate(name: str) -> bool:
-    """Whether the registered attention ``name`` gates skip connections (``"ag"``) rather than following blocks.
-
-    Raises:
-        ValueError: when ``name`` is not a registered attention block.
-    """
-    return _lookup(name) in SKIP_GATES
-
-
-def get_skip_gate(
-    name: str, spatial_dims: int, skip_channels: int, gate_channels: int, **kwargs
-) -> AttentionGate | SkipPassThrough:
-    """The skip gate for attention ``name``: an :class:`AttentionGate` for ``"ag"``, else a pass-through.
+def get_skip_gate(name: str, spatial_dims: int, skip_channels: int, gate_channels: int, **kwargs) -> nn.Module:
+    """The skip gate for attention ``name``: its registered gate when it is placed on skips (an
+    :class:`AttentionGate` for ``"ag"``), else a :class:`SkipPassThrough`.
 
     Args:
         name: a registered attention name.
         spatial_dims: number of spatial dimensions, 2 or 3.
         skip_channels: channels of the skip feature.
         gate_channels: channels of the gating signal.
-        kwargs: options of the gate (``inter_channels`` for ``"ag"``); ignored for other names, whose
-            options belong to their per-level blocks.
+        kwargs: options of the gate (``inter_channels`` for ``"ag"``); ignored for blocks placed after levels,
+            whose options belong to their per-level blocks.
 
     Returns:
         a module called as ``gate(skip, g)``.
@@ -163,22 +150,11 @@ def get_skip_gate(
     Raises:
         ValueError: when ``name`` is not registered or ``kwargs`` holds an option the gate does not take.
     """
-    if not is_skip_gate(name):
+    spec = get_attention_spec(name)
+    if not spec.is_skip_gate:
         return SkipPassThrough()
-    unknown = sorted(set(kwargs) - {"inter_channels"})
-    if unknown:
-        raise ValueError(f"invalid options {unknown} for attention gate {name!r}; it takes ['inter_channels'].")
-    return AttentionGate(spatial_dims, skip_channels, gate_channels, **kwargs)
+    check_options(spec, spatial_dims, skip_channels, gate_channels, **kwargs)
+    return spec.builder(spatial_dims, skip_channels, gate_channels, **kwargs)
 
 
-@register_attention("ag")
-def _build_ag(
-    spatial_dims: int,
-    channels: int,
-    num_slices: int | None = None,
-    slice_axis: int = -1,
-    inter_channels: int | None = None,
-) -> nn.Module:
-    """Attention gate: the gate acts on skip connections (see :func:`get_skip_gate`), so the block placed
-    after each level is the identity. Networks that do not check :func:`is_skip_gate` get no attention."""
-    return nn.Identity()
+register_attention("ag", placement="skip")(AttentionGate)

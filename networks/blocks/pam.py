@@ -20,6 +20,8 @@ import torch.nn as nn
 
 from monai.networks.layers.factories import Act
 
+from .checks import check_block_input, check_positive, check_spatial_dims, normalise_slice_axis
+
 __all__ = [
     "SliceAttention",
     "key_slice_mask",
@@ -30,35 +32,6 @@ __all__ = [
 ]
 
 _POOL_TYPES = ("avg", "max", "avgmax")
-
-
-def _check_spatial_dims(spatial_dims: int, name: str) -> None:
-    if spatial_dims not in (2, 3):
-        raise ValueError(f"{name} supports spatial_dims 2 or 3, got spatial_dims={spatial_dims}.")
-
-
-def _normalise_slice_axis(slice_axis: int, spatial_dims: int) -> int:
-    """Map ``slice_axis`` (an index into the spatial dims, negative allowed) to ``0..spatial_dims-1``."""
-    if not -spatial_dims <= slice_axis < spatial_dims:
-        raise ValueError(
-            f"slice_axis indexes the spatial dims and must lie in [{-spatial_dims}, {spatial_dims - 1}] "
-            f"for spatial_dims={spatial_dims}, got slice_axis={slice_axis}."
-        )
-    return slice_axis % spatial_dims
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {name}={value}.")
-
-
-def check_block_input(x: torch.Tensor, block: str, channels: int, spatial_dims: int) -> None:
-    """Raise ValueError naming ``block`` unless ``x`` is ``(B, channels, *spatial)`` with ``spatial_dims`` dims."""
-    if x.ndim != spatial_dims + 2 or x.shape[1] != channels:
-        raise ValueError(
-            f"{block} expects input (B, {channels}, <{spatial_dims} spatial dims>), got shape {list(x.shape)}."
-        )
 
 
 def pool_over(x: torch.Tensor, dims: list[int], kind: str = "avg") -> torch.Tensor:
@@ -138,8 +111,8 @@ class SliceAttention(nn.Module):
                 ``reduction`` is not positive, ``pool`` is unknown or ``slice_axis`` is out of range.
         """
         super().__init__()
-        _check_spatial_dims(spatial_dims, type(self).__name__)
-        _check_positive(channels=channels, num_slices=num_slices, reduction=reduction)
+        check_spatial_dims(spatial_dims, type(self).__name__)
+        check_positive(channels=channels, num_slices=num_slices, reduction=reduction)
         if pool not in _POOL_TYPES:
             raise ValueError(f"pool must be one of {_POOL_TYPES}, got pool={pool!r}.")
         self.spatial_dims = spatial_dims
@@ -148,7 +121,7 @@ class SliceAttention(nn.Module):
         self.reduction = reduction
         self.pool = pool
         self.slice_axis = slice_axis
-        axis = _normalise_slice_axis(slice_axis, spatial_dims)
+        axis = normalise_slice_axis(slice_axis, spatial_dims)
         self._slice_dim: int = 2 + axis
         self._inplane_dims: list[int] = [2 + i for i in range(spatial_dims) if i != axis]
         self.hidden = max(1, num_slices // reduction)
@@ -304,13 +277,13 @@ class ChannelAttention(nn.Module):
                 positive or ``slice_axis`` is out of range.
         """
         super().__init__()
-        _check_spatial_dims(spatial_dims, type(self).__name__)
-        _check_positive(channels=channels, reduction=reduction)
+        check_spatial_dims(spatial_dims, type(self).__name__)
+        check_positive(channels=channels, reduction=reduction)
         self.spatial_dims = spatial_dims
         self.channels = channels
         self.reduction = reduction
         self.slice_axis = slice_axis
-        axis = _normalise_slice_axis(slice_axis, spatial_dims)
+        axis = normalise_slice_axis(slice_axis, spatial_dims)
         self._slice_dim: int = 2 + axis
         self._inplane_dims: list[int] = [2 + i for i in range(spatial_dims) if i != axis]
         self._spatial: list[int] = [2 + i for i in range(spatial_dims)]
@@ -403,7 +376,7 @@ class ProgressiveAttention(nn.Module):
             ValueError: on invalid arguments (see :class:`SliceAttention` and :class:`ChannelAttention`).
         """
         super().__init__()
-        _check_positive(num_slices=num_slices, slice_reduction=slice_reduction)
+        check_positive(num_slices=num_slices, slice_reduction=slice_reduction)
         self.slice_reduction = min(slice_reduction, num_slices)
         self.slice_attention = SliceAttention(
             spatial_dims, channels, num_slices, reduction=self.slice_reduction, pool=pool, slice_axis=slice_axis

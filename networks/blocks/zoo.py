@@ -22,15 +22,18 @@ import torch.nn as nn
 from monai.networks.blocks import ChannelSELayer
 from monai.networks.layers.factories import Act, Conv, Norm, split_args
 
-from .attention import register_attention
-from .pam import SliceAttention, _check_positive, _check_spatial_dims, check_block_input, pool_over
+from .attention import SLICE_BLOCK_VNET, plain_block_builder, register_attention, slice_block_builder
+from .checks import check_block_input, check_positive, check_spatial_dims
+from .pam import SliceAttention, pool_over
 
-__all__ = ["SliceChannelAttention", "ChannelSliceAttention", "ProjectExcite", "ConvBlockAttention"]
-
-
-def _channel_se(spatial_dims: int, channels: int, reduction: int) -> ChannelSELayer:
-    """MONAI's SE block (global average pool, FC, ReLU, FC, sigmoid, multiply) with ``r`` clamped to ``channels``."""
-    return ChannelSELayer(spatial_dims, channels, r=min(reduction, channels))
+__all__ = [
+    "CBAMChannelGate",
+    "CBAMSpatialGate",
+    "ChannelSliceAttention",
+    "ConvBlockAttention",
+    "ProjectExcite",
+    "SliceChannelAttention",
+]
 
 
 class SliceChannelAttention(nn.Module):
@@ -67,11 +70,11 @@ class SliceChannelAttention(nn.Module):
             ValueError: on invalid arguments (see :class:`~networks.blocks.pam.SliceAttention`).
         """
         super().__init__()
-        _check_positive(num_slices=num_slices, slice_reduction=slice_reduction, channel_reduction=channel_reduction)
+        check_positive(num_slices=num_slices, slice_reduction=slice_reduction, channel_reduction=channel_reduction)
         self.slice_attention = SliceAttention(
             spatial_dims, channels, num_slices, min(slice_reduction, num_slices), pool, slice_axis
         )
-        self.channel_se = _channel_se(spatial_dims, channels, channel_reduction)
+        self.channel_se = ChannelSELayer(spatial_dims, channels, r=min(channel_reduction, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """
@@ -141,8 +144,8 @@ class ProjectExcite(nn.Module):
             ValueError: when ``spatial_dims`` is not 2 or 3 or ``channels`` or ``reduction`` is not positive.
         """
         super().__init__()
-        _check_spatial_dims(spatial_dims, type(self).__name__)
-        _check_positive(channels=channels, reduction=reduction)
+        check_spatial_dims(spatial_dims, type(self).__name__)
+        check_positive(channels=channels, reduction=reduction)
         self.spatial_dims = spatial_dims
         self.channels = channels
         hidden = max(1, channels // reduction)
@@ -177,11 +180,13 @@ class ProjectExcite(nn.Module):
         return x * self.excite(z)
 
 
-class _CBAMChannelGate(nn.Module):
-    """Average- and max-pooled channel vectors through one shared MLP, summed, sigmoid, multiply."""
+class CBAMChannelGate(nn.Module):
+    """CBAM's channel attention (CAM): the average- and max-pooled channel vectors through one shared MLP
+    ``Linear(C -> max(1, C // r)), ReLU, Linear(-> C)``, summed, sigmoid, multiply the channels."""
 
-    def __init__(self, spatial_dims: int, channels: int, reduction: int) -> None:
+    def __init__(self, spatial_dims: int, channels: int, reduction: int = 16) -> None:
         super().__init__()
+        check_positive(channels=channels, reduction=reduction)
         hidden = max(1, channels // reduction)
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), Act["relu"](), nn.Linear(hidden, channels))
         self.gate = Act["sigmoid"]()
@@ -194,33 +199,59 @@ class _CBAMChannelGate(nn.Module):
         return x * w.view([w.shape[0], w.shape[1]] + [1] * self.spatial_dims)
 
 
-class _CBAMSpatialGate(nn.Module):
-    """``[max, mean]`` over channels -> conv k (-> norm) -> sigmoid of the conv output -> multiply."""
+class CBAMSpatialGate(nn.Module):
+    """CBAM's spatial attention (SAM): ``[max over C, mean over C]`` -> ``num_convs`` convs -> sigmoid of the
+    last conv's output -> multiply every position.
 
-    def __init__(self, spatial_dims: int, kernel_size: int, norm: str | tuple | None) -> None:
+    The convs (kernel ``k``, "same" padding) map ``2 -> hidden -> ... -> 1``; each is followed by ``norm`` when
+    given (then it has no bias) and all but the last by ReLU. One conv without norm is Woo et al.'s gate; LA-Net
+    uses three 3x3 convs with batch norm. Layers live in ``self.convs`` (conv, [norm], [relu], conv, ...).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        kernel_size: int = 7,
+        norm: str | tuple | None = None,
+        num_convs: int = 1,
+        hidden: int = 8,
+    ) -> None:
         super().__init__()
-        self.conv = Conv["conv", spatial_dims](
-            2, 1, kernel_size=kernel_size, padding=kernel_size // 2, bias=norm is None
-        )
-        self.norm = nn.Identity()
-        if norm is not None:
-            norm_name, norm_args = split_args(norm)
-            self.norm = Norm[norm_name, spatial_dims](1, **norm_args)
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number, got kernel_size={kernel_size}.")
+        check_positive(num_convs=num_convs, hidden=hidden)
+        conv = Conv["conv", spatial_dims]
+        layers: list[nn.Module] = []
+        c_in = 2
+        for i in range(num_convs):
+            c_out = 1 if i == num_convs - 1 else hidden
+            layers.append(conv(c_in, c_out, kernel_size=kernel_size, padding=kernel_size // 2, bias=norm is None))
+            if norm is not None:
+                norm_name, norm_args = split_args(norm)
+                layers.append(Norm[norm_name, spatial_dims](c_out, **norm_args))
+            if i < num_convs - 1:
+                layers.append(Act["relu"]())
+            c_in = c_out
+        self.convs = nn.Sequential(*layers)
         self.gate = Act["sigmoid"]()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([torch.amax(x, dim=1, keepdim=True), torch.mean(x, dim=1, keepdim=True)], dim=1)
-        return x * self.gate(self.norm(self.conv(pooled)))
+        return x * self.gate(self.convs(pooled))
 
 
 class ConvBlockAttention(nn.Module):
-    """CBAM: a channel gate then a spatial gate, for 2D and 3D features.
+    """CBAM: a channel gate (``cam``) then a spatial gate (``sam``), for 2D and 3D features; the one CBAM of the
+    project (the ``"cbam"`` attention block and LA-Net's per-stage attention).
 
-    - channel gate: the global average- and max-pooled vectors ``(B, C)`` go through one shared MLP
-      ``Linear(C -> max(1, C // r)), ReLU, Linear(-> C)``; the two outputs are summed, passed through a
-      sigmoid and multiply the channels;
-    - spatial gate: ``[max over C, mean over C]`` ``(B, 2, *spatial)`` -> conv ``k`` (``2 -> 1``, "same"
-      padding) -> optional norm -> sigmoid -> multiply every position.
+    - channel gate (:class:`CBAMChannelGate`): the global average- and max-pooled vectors ``(B, C)`` go through
+      one shared MLP ``Linear(C -> max(1, C // r)), ReLU, Linear(-> C)``; the two outputs are summed, passed
+      through a sigmoid and multiply the channels;
+    - spatial gate (:class:`CBAMSpatialGate`): ``[max over C, mean over C]`` ``(B, 2, *spatial)`` -> conv ``k``
+      (``2 -> 1``, "same" padding; or a stack of ``spatial_convs`` convs) -> optional norm -> sigmoid -> multiply
+      every position.
+
+    Either gate can be switched off (``use_cam``, ``use_sam``; it is then the identity and has no parameters).
 
     The original CBAM-3D code of the PAM paper applies the sigmoid of its spatial gate to the gate's
     *input* instead of the conv output (so the conv had no effect on the result); here the sigmoid is
@@ -243,6 +274,10 @@ class ConvBlockAttention(nn.Module):
         reduction: int = 16,
         kernel_size: int = 7,
         spatial_norm: str | tuple | None = None,
+        spatial_convs: int = 1,
+        spatial_hidden: int = 8,
+        use_cam: bool = True,
+        use_sam: bool = True,
     ) -> None:
         """
         Args:
@@ -250,23 +285,34 @@ class ConvBlockAttention(nn.Module):
             channels: number of channels ``C``.
             reduction: channel-gate reduction ``r``; the hidden width is ``max(1, C // r)``, so ``r`` is
                 effectively clamped to ``C``. Defaults to 16.
-            kernel_size: odd kernel size of the spatial-gate conv. Defaults to 7.
-            spatial_norm: optional norm after the spatial-gate conv, e.g. ``"batch"`` (Woo et al.'s code);
-                the conv has a bias only without it. Defaults to None.
+            kernel_size: odd kernel size of the spatial-gate convs. Defaults to 7.
+            spatial_norm: optional norm after each spatial-gate conv, e.g. ``"batch"`` (Woo et al.'s code);
+                the convs have a bias only without it. Defaults to None.
+            spatial_convs: number of spatial-gate convs (``2 -> spatial_hidden -> ... -> 1``). Defaults to 1.
+            spatial_hidden: channels between the spatial-gate convs. Defaults to 8.
+            use_cam: whether to apply the channel gate. Defaults to True.
+            use_sam: whether to apply the spatial gate. Defaults to True.
 
         Raises:
-            ValueError: when ``spatial_dims`` is not 2 or 3, ``channels`` or ``reduction`` is not positive,
-                or ``kernel_size`` is not a positive odd number.
+            ValueError: when ``spatial_dims`` is not 2 or 3, ``channels``, ``reduction``, ``spatial_convs`` or
+                ``spatial_hidden`` is not positive, or ``kernel_size`` is not a positive odd number.
         """
         super().__init__()
-        _check_spatial_dims(spatial_dims, type(self).__name__)
-        _check_positive(channels=channels, reduction=reduction)
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd number, got kernel_size={kernel_size}.")
+        check_spatial_dims(spatial_dims, type(self).__name__)
+        check_positive(channels=channels, reduction=reduction)
         self.spatial_dims = spatial_dims
         self.channels = channels
-        self.channel_gate = _CBAMChannelGate(spatial_dims, channels, reduction)
-        self.spatial_gate = _CBAMSpatialGate(spatial_dims, kernel_size, spatial_norm)
+        self.cam = CBAMChannelGate(spatial_dims, channels, reduction) if use_cam else nn.Identity()
+        self.sam = (
+            CBAMSpatialGate(spatial_dims, kernel_size, spatial_norm, spatial_convs, spatial_hidden)
+            if use_sam
+            else nn.Identity()
+        )
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """``sam(cam(x))`` after checking that ``x`` is ``(B, channels, *spatial)``; see :meth:`forward`."""
+        check_block_input(x, "ConvBlockAttention", self.channels, self.spatial_dims)
+        return self.sam(self.cam(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """
@@ -279,70 +325,10 @@ class ConvBlockAttention(nn.Module):
         Raises:
             ValueError: when ``x`` does not have ``channels`` channels and ``spatial_dims`` spatial dims.
         """
-        check_block_input(x, "ConvBlockAttention", self.channels, self.spatial_dims)
-        return self.spatial_gate(self.channel_gate(x))
+        return self.attend(x)
 
 
-@register_attention("scse", needs_slices=True)
-def _build_scse(
-    spatial_dims: int,
-    channels: int,
-    num_slices: int | None = None,
-    slice_axis: int = -1,
-    slice_reduction: int = 16,
-    channel_reduction: int = 8,
-    pool: str = "avg",
-) -> nn.Module:
-    """scA: slice attention then channel SE, see :class:`SliceChannelAttention`."""
-    if num_slices is None:
-        raise ValueError("attention 'scse' needs num_slices.")
-    return SliceChannelAttention(
-        spatial_dims, channels, num_slices, slice_reduction, channel_reduction, pool, slice_axis
-    )
-
-
-@register_attention("csse", needs_slices=True)
-def _build_csse(
-    spatial_dims: int,
-    channels: int,
-    num_slices: int | None = None,
-    slice_axis: int = -1,
-    slice_reduction: int = 16,
-    channel_reduction: int = 8,
-    pool: str = "avg",
-) -> nn.Module:
-    """csA: channel SE then slice attention, see :class:`ChannelSliceAttention`."""
-    if num_slices is None:
-        raise ValueError("attention 'csse' needs num_slices.")
-    return ChannelSliceAttention(
-        spatial_dims, channels, num_slices, slice_reduction, channel_reduction, pool, slice_axis
-    )
-
-
-@register_attention("pe")
-def _build_pe(
-    spatial_dims: int,
-    channels: int,
-    num_slices: int | None = None,
-    slice_axis: int = -1,
-    reduction: int = 2,
-    act: str | tuple = "relu",
-) -> nn.Module:
-    """Project & Excitation, see :class:`ProjectExcite`."""
-    return ProjectExcite(spatial_dims, channels, reduction=reduction, act=act)
-
-
-@register_attention("cbam")
-def _build_cbam(
-    spatial_dims: int,
-    channels: int,
-    num_slices: int | None = None,
-    slice_axis: int = -1,
-    reduction: int = 16,
-    kernel_size: int = 7,
-    spatial_norm: str | tuple | None = None,
-) -> nn.Module:
-    """CBAM, see :class:`ConvBlockAttention`."""
-    return ConvBlockAttention(
-        spatial_dims, channels, reduction=reduction, kernel_size=kernel_size, spatial_norm=spatial_norm
-    )
+register_attention("scse", needs_slices=True, **SLICE_BLOCK_VNET)(slice_block_builder(SliceChannelAttention))
+register_attention("csse", needs_slices=True, **SLICE_BLOCK_VNET)(slice_block_builder(ChannelSliceAttention))
+register_attention("pe")(plain_block_builder(ProjectExcite))
+register_attention("cbam")(plain_block_builder(ConvBlockAttention))

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from .encoder_decoder import AttentionEncoderDecoder, DecoderLevel, EncoderLevel
 from .unet import AttentionUNet
 from .vnet import AttentionVNet
 from .lanet import LANet, ResNetClassifier, ResNetFeatures
 
-__all__ = ["AttentionVNet", "AttentionUNet", "LANet", "ResNetClassifier", "ResNetFeatures"]
+__all__ = [
+    "AttentionEncoderDecoder",
+    "AttentionUNet",
+    "AttentionVNet",
+    "DecoderLevel",
+    "EncoderLevel",
+    "LANet",
+    "ResNetClassifier",
+    "ResNetFeatures",
+]

@@ -14,8 +14,9 @@ Output format: :class:`LANet` returns a dict ``{"logits": (B, num_classes), "mas
 mask as probabilities in [0, 1]; :class:`ResNetClassifier` (the backbone-only baseline) returns the logits
 tensor. :func:`split_outputs` accepts either and returns ``(logits, mask_or_None)``.
 
-Neither class is registered in :mod:`networks.registry` on import (the registry's network sweep expects
-segmentation outputs); :func:`register_lanet_networks` registers ``"lanet"`` and ``"resnet_classifier"``.
+Both are registered in :mod:`networks.registry` on import, as ``"lanet"`` and ``"resnet_classifier"``. The
+per-stage CBAM is the project's one CBAM, :class:`~networks.blocks.zoo.ConvBlockAttention`, with LA-Net's spatial
+gate (``attention_num_conv`` convs of ``attention_kernel_size`` with batch norm).
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Norm, Pool
 from monai.networks.nets.resnet import ResNet
 
-from networks.registry import _NETWORKS, register_network
+from networks.blocks.checks import check_spatial_dims
+from networks.blocks.zoo import ConvBlockAttention
+from networks.registry import register_network
 
 __all__ = [
     "LANET_BACKBONES",
     "LANet",
     "ResNetClassifier",
     "ResNetFeatures",
-    "register_lanet_networks",
     "split_outputs",
 ]
 
@@ -48,11 +50,6 @@ LANET_BACKBONES: dict[str, tuple[str, tuple[int, int, int, int]]] = {
 }
 
 _INTERP = {1: "linear", 2: "bilinear", 3: "trilinear"}
-
-
-def _check_spatial_dims(spatial_dims: int) -> None:
-    if spatial_dims not in (2, 3):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
 
 
 class ResNetFeatures(ResNet):
@@ -81,7 +78,7 @@ class ResNetFeatures(ResNet):
     ) -> None:
         if backbone not in LANET_BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; available: {sorted(LANET_BACKBONES)}.")
-        _check_spatial_dims(spatial_dims)
+        check_spatial_dims(spatial_dims, type(self).__name__)
         block, layers = LANET_BACKBONES[backbone]
         super().__init__(
             block=block,
@@ -148,54 +145,10 @@ class ResNetFeatures(ResNet):
         return [f1, f2, f3, f4]
 
 
-class _ChannelAttention(nn.Module):
-    """CBAM channel attention: shared MLP on the avg- and max-pooled vectors, summed, sigmoid, multiply."""
-
-    def __init__(self, spatial_dims: int, channels: int, reduction_ratio: int = 16) -> None:
-        super().__init__()
-        hidden = max(channels // reduction_ratio, 1)
-        self.avg_pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
-        self.max_pool = Pool[Pool.ADAPTIVEMAX, spatial_dims](1)
-        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        avg = self.mlp(self.avg_pool(x).flatten(1))
-        mx = self.mlp(self.max_pool(x).flatten(1))
-        weight = torch.sigmoid(avg + mx).view(*x.shape[:2], *([1] * (x.ndim - 2)))
-        return x * weight
-
-
-class _SpatialAttention(nn.Module):
-    """CBAM spatial attention: [channel max, channel mean] -> ``num_conv`` convs -> sigmoid, multiply.
-
-    Convs: 2 -> hidden (BN, ReLU), hidden -> hidden (BN, ReLU) ..., hidden -> 1 (BN); with one conv 2 -> 1 (BN).
-    """
-
-    def __init__(self, spatial_dims: int, kernel_size: int = 3, num_conv: int = 3, hidden: int = 8) -> None:
-        super().__init__()
-        if num_conv < 1 or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(
-                f"attention_num_conv must be >= 1 and attention_kernel_size odd, got {num_conv!r}, {kernel_size!r}."
-            )
-        conv, norm = Conv[Conv.CONV, spatial_dims], Norm[Norm.BATCH, spatial_dims]
-        layers: list[nn.Module] = []
-        c_in = 2
-        for i in range(num_conv):
-            last = i == num_conv - 1
-            c_out = 1 if last else hidden
-            layers += [conv(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=False), norm(c_out)]
-            if not last:
-                layers.append(nn.ReLU(inplace=True))
-            c_in = c_out
-        self.convs = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-        return x * torch.sigmoid(self.convs(pooled))
-
-
-class _StageMapHead(nn.Module):
-    """CBAM (CAM then SAM, each optional) followed by a 3x3 conv squeezing the stage to one channel."""
+class _StageMapHead(ConvBlockAttention):
+    """CBAM (CAM then SAM, each optional; :class:`~networks.blocks.zoo.ConvBlockAttention` with LA-Net's spatial
+    gate of ``num_conv`` convs ``2 -> 8 -> ... -> 1`` with batch norm) followed by a 3x3 conv squeezing the stage
+    to one channel. Parameter names: ``cam.mlp.*``, ``sam.convs.*``, ``squeeze.*``."""
 
     def __init__(
         self,
@@ -207,13 +160,21 @@ class _StageMapHead(nn.Module):
         kernel_size: int,
         num_conv: int,
     ) -> None:
-        super().__init__()
-        self.cam = _ChannelAttention(spatial_dims, channels, reduction_ratio) if use_cam else nn.Identity()
-        self.sam = _SpatialAttention(spatial_dims, kernel_size, num_conv) if use_sam else nn.Identity()
+        super().__init__(
+            spatial_dims,
+            channels,
+            reduction=reduction_ratio,
+            kernel_size=kernel_size,
+            spatial_norm="batch",
+            spatial_convs=num_conv,
+            spatial_hidden=8,
+            use_cam=use_cam,
+            use_sam=use_sam,
+        )
         self.squeeze = Conv[Conv.CONV, spatial_dims](channels, 1, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.squeeze(self.sam(self.cam(x)))
+        return self.squeeze(self.attend(x))
 
 
 class _Classifier(nn.Module):
@@ -229,6 +190,14 @@ class _Classifier(nn.Module):
         return self.fc(self.dropout(self.pool(x).flatten(1)))
 
 
+_LANET_DEFAULTS = {"num_classes": 2, "backbone": "resnet18", "spatial_dims": 2, "in_channels": 1}
+
+
+@register_network(
+    "resnet_classifier",
+    defaults=_LANET_DEFAULTS,
+    test_config={"kwargs": {"num_classes": 3}, "cases": [{"input": (2, 1, 32, 32), "output": (2, 3)}]},
+)
 class ResNetClassifier(nn.Module):
     """Backbone-only baseline: ResNet stages -> global average pooling -> linear (no mask branch).
 
@@ -273,6 +242,14 @@ class ResNetClassifier(nn.Module):
         return self.classifier(self.features(x))
 
 
+@register_network(
+    "lanet",
+    defaults=_LANET_DEFAULTS,
+    test_config={
+        "kwargs": {"num_classes": 3},
+        "cases": [{"input": (2, 1, 64, 64), "output": {"logits": (2, 3), "mask": (2, 1, 2, 2)}}],
+    },
+)
 class LANet(nn.Module):
     """ResNet + LA-Net localisation branch + mask attention module (Fan et al., MedIA 2023).
 
@@ -320,7 +297,13 @@ class LANet(nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}.")
         if reduction_ratio < 1:
             raise ValueError(f"reduction_ratio must be >= 1, got {reduction_ratio!r}.")
+        if attention_num_conv < 1 or attention_kernel_size < 1 or attention_kernel_size % 2 == 0:
+            raise ValueError(
+                "attention_num_conv must be >= 1 and attention_kernel_size odd, "
+                f"got {attention_num_conv!r}, {attention_kernel_size!r}."
+            )
         self.spatial_dims = spatial_dims
+        self._mode: str = _INTERP[spatial_dims]
         self.use_cam, self.use_sam, self.use_mam = bool(use_cam), bool(use_sam), bool(use_mam)
         self.backbone = ResNetFeatures(backbone, spatial_dims, in_channels, backbone_weights)
         self.map_heads = nn.ModuleList(
@@ -350,13 +333,11 @@ class LANet(nn.Module):
         """Last backbone stage ``f4`` ``(B, C4, H/32, W/32)`` before MAM (module ``backbone.layer4``)."""
         return self.backbone(x)[-1]
 
-    def predict_mask(self, feats: Sequence[torch.Tensor], map_size: Sequence[int]) -> torch.Tensor:
+    def predict_mask(self, feats: list[torch.Tensor], map_size: list[int]) -> torch.Tensor:
         """The mask ``M`` ``(B, 1, *map_size)`` in [0, 1] from the stage features ``[f1..f4]``."""
-        mode = _INTERP[self.spatial_dims]
-        maps = [
-            F.interpolate(head(f), size=tuple(map_size), mode=mode, align_corners=False)
-            for head, f in zip(self.map_heads, feats)
-        ]
+        maps: list[torch.Tensor] = []
+        for i, head in enumerate(self.map_heads):
+            maps.append(F.interpolate(head(feats[i]), size=map_size, mode=self._mode, align_corners=False))
         return torch.sigmoid(self.fuse(torch.cat(maps, dim=1)))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -374,7 +355,7 @@ class LANet(nn.Module):
         if self.use_mam:
             m = mask
             if m.shape[2:] != f4.shape[2:]:
-                m = F.interpolate(m, size=f4.shape[2:], mode=_INTERP[self.spatial_dims], align_corners=False)
+                m = F.interpolate(m, size=f4.shape[2:], mode=self._mode, align_corners=False)
             f4 = f4 + m * f4
         return {"logits": self.classifier(f4), "mask": mask}
 
@@ -392,21 +373,3 @@ def split_outputs(output: torch.Tensor | Mapping[str, torch.Tensor] | Sequence[t
     if isinstance(output, (tuple, list)) and len(output) in (1, 2) and isinstance(output[0], torch.Tensor):
         return output[0], (output[1] if len(output) == 2 else None)
     raise TypeError(f"expected logits, a dict with 'logits' or a (logits, mask) tuple, got {type(output).__name__}.")
-
-
-def register_lanet_networks() -> None:
-    """Register ``"lanet"`` (:class:`LANet`) and ``"resnet_classifier"`` in :mod:`networks.registry`.
-
-    Idempotent; done on import of this module.
-    """
-    register_network("lanet")(LANet)
-    register_network("resnet_classifier")(ResNetClassifier)
-
-
-def _unregister_lanet_networks() -> None:
-    """Undo :func:`register_lanet_networks` (for tests)."""
-    for name in ("lanet", "resnet_classifier"):
-        _NETWORKS.pop(name, None)
-
-
-register_lanet_networks()

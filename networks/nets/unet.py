@@ -9,19 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv, Pool
 
-from networks.blocks.attention import attention_needs_slices, get_attention_block, resolve_patch_depth
-from networks.blocks.attention_gate import SkipPassThrough, get_skip_gate, is_skip_gate
-from networks.blocks.pam import _normalise_slice_axis
+from networks.blocks.attention_gate import get_skip_gate
+from networks.nets.encoder_decoder import (
+    AttentionEncoderDecoder,
+    DecoderLevel,
+    EncoderLevel,
+    segmentation_test_config,
+)
 from networks.registry import register_network
 
-__all__ = ["AttentionUNet"]
+__all__ = ["AttentionUNet", "UNET_FEATURES"]
 
 _INTERP_MODES = ("nearest", "linear", "bilinear", "trilinear")
 
@@ -57,45 +59,16 @@ class _DoubleConv(nn.Sequential):
             self.add_module(name, conv)
 
 
-class _EncoderLevel(nn.Module):
-    """[max-pool 2 ->] double conv -> attention."""
-
-    def __init__(self, pool: nn.Module, convs: nn.Module, attention: nn.Module) -> None:
-        super().__init__()
-        self.pool = pool
-        self.convs = convs
-        self.attention = attention
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attention(self.convs(self.pool(x)))
+UNET_FEATURES = (16, 32, 64, 128)
+"""The PAM paper's UNet widths."""
 
 
-class _DecoderLevel(nn.Module):
-    """[Gate the skip with x ->] interpolate to the skip's size -> concatenate [skip, up] -> double conv -> attention."""
-
-    def __init__(
-        self,
-        convs: nn.Module,
-        attention: nn.Module,
-        mode: str,
-        align_corners: bool | None,
-        gate: nn.Module | None = None,
-    ) -> None:
-        super().__init__()
-        self.convs = convs
-        self.attention = attention
-        self.mode = mode
-        self.align_corners = align_corners
-        self.gate = SkipPassThrough() if gate is None else gate
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        skip = self.gate(skip, x)
-        up = F.interpolate(x, size=skip.shape[2:], mode=self.mode, align_corners=self.align_corners)
-        return self.attention(self.convs(torch.cat([skip, up], dim=1)))
-
-
-@register_network("unet")
-class AttentionUNet(nn.Module):
+@register_network(
+    "unet",
+    defaults={"features": UNET_FEATURES},
+    test_config=segmentation_test_config(),
+)
+class AttentionUNet(AttentionEncoderDecoder):
     """UNet of the PAM paper with an attention block after every encoder and decoder level.
 
     Not to be confused with MONAI's :class:`monai.networks.nets.AttentionUnet`, which gates the
@@ -134,7 +107,7 @@ class AttentionUNet(nn.Module):
         spatial_dims: int = 3,
         in_channels: int = 4,
         out_channels: int = 3,
-        features: Sequence[int] = (16, 32, 64, 128),
+        features: Sequence[int] = UNET_FEATURES,
         attention: str = "pam",
         patch_size: Sequence[int] | None = None,
         slice_axis: int = -1,
@@ -171,93 +144,34 @@ class AttentionUNet(nn.Module):
                 ``attention`` or ``upsample``, a ``patch_size`` of the wrong length, or a missing or
                 indivisible ``patch_size`` for slice-sized attention.
         """
-        super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"AttentionUNet supports spatial_dims 2 or 3, got spatial_dims={spatial_dims}.")
-        features = tuple(int(f) for f in features)
-        if len(features) < 2 or min(features) < 1:
-            raise ValueError(f"features must hold at least two positive channel numbers, got features={features}.")
         if upsample not in _INTERP_MODES:
             raise ValueError(f"upsample must be one of {_INTERP_MODES}, got upsample={upsample!r}.")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got dropout={dropout}.")
-        axis = _normalise_slice_axis(slice_axis, spatial_dims)
-        levels = len(features)
-        needs_slices = attention_needs_slices(attention)
-        patch_size, depth = resolve_patch_depth(attention, patch_size, spatial_dims, slice_axis, levels)
-
-        self.spatial_dims = spatial_dims
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.features = features
-        self.attention = attention
-        self.patch_size = patch_size
-        self.slice_axis = slice_axis
-        self._slice_dim: int = 2 + axis
-        self._expected_depth: int = depth
-        self._patch_desc: str = (
-            f"AttentionUNet(attention={attention!r}) was built for patch_size={patch_size} "
-            f"(depth {depth} along slice axis {slice_axis})"
+        super().__init__(
+            spatial_dims, in_channels, out_channels, features, attention, patch_size, slice_axis, dropout,
+            divisible_input=False,
         )
+        features = self.features
         mode = upsample if upsample == "nearest" else ("bilinear" if spatial_dims == 2 else "trilinear")
         align_corners = None if mode == "nearest" else False
-        attention_kwargs = dict(attention_kwargs or {})
-        skip_gate = is_skip_gate(attention)
-
-        def make_attention(channels: int, level: int) -> nn.Module:
-            num_slices = depth // 2**level if needs_slices else None
-            return get_attention_block(
-                attention, spatial_dims, channels, num_slices=num_slices, slice_axis=slice_axis, **attention_kwargs
-            )
+        options = dict(attention_kwargs or {})
 
         encoder = []
         c_in = in_channels
         for level, c_out in enumerate(features):
-            pool = nn.Identity() if level == 0 else Pool["max", spatial_dims](kernel_size=2)
+            down = nn.Identity() if level == 0 else Pool["max", spatial_dims](kernel_size=2)
             convs = _DoubleConv(spatial_dims, c_in, max(c_out // 2, c_in), c_out, act, norm, bias, dropout)
-            encoder.append(_EncoderLevel(pool, convs, make_attention(c_out, level)))
+            encoder.append(EncoderLevel(down, convs, self.level_attention(c_out, level, options)))
             c_in = c_out
         self.encoder = nn.ModuleList(encoder)
 
         decoder = []
-        for level in range(levels - 2, -1, -1):
+        for level in range(len(features) - 2, -1, -1):
             c_out = features[level]
             convs = _DoubleConv(spatial_dims, c_out + c_in, c_out, c_out, act, norm, bias, dropout)
-            gate = None
-            if skip_gate:
-                gate = get_skip_gate(attention, spatial_dims, c_out, c_in, **attention_kwargs)
-            decoder.append(_DecoderLevel(convs, make_attention(c_out, level), mode, align_corners, gate))
+            gate = get_skip_gate(attention, spatial_dims, c_out, c_in, **options)
+            attn = self.level_attention(c_out, level, options)
+            decoder.append(DecoderLevel(nn.Identity(), convs, attn, gate, mode, align_corners, skip_first=True))
             c_in = c_out
         self.decoder = nn.ModuleList(decoder)
 
         self.head = Conv["conv", spatial_dims](features[0], out_channels, kernel_size=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """
-        Args:
-            x: input of shape ``(B, in_channels, *spatial)``; with slice-sized attention its depth
-                along ``slice_axis`` must be ``patch_size[slice_axis]``.
-
-        Returns:
-            logits of shape ``(B, out_channels, *spatial)``.
-
-        Raises:
-            ValueError: when ``x`` has the wrong number of dims, or the wrong depth for slice-sized attention.
-        """
-        if x.ndim != self.spatial_dims + 2:
-            raise ValueError(
-                f"AttentionUNet(spatial_dims={self.spatial_dims}) expects input (B, C, *spatial) with "
-                f"{self.spatial_dims + 2} dims, got shape {list(x.shape)}."
-            )
-        if self._expected_depth > 0 and x.shape[self._slice_dim] != self._expected_depth:
-            raise ValueError(
-                f"{self._patch_desc} but got depth {x.shape[self._slice_dim]} (input shape {list(x.shape)}); "
-                "feed patches of patch_size, e.g. sliding-window inference with roi_size=patch_size."
-            )
-        skips: list[torch.Tensor] = []
-        for level in self.encoder:
-            x = level(x)
-            skips.append(x)
-        for i, level in enumerate(self.decoder):
-            x = level(x, skips[-2 - i])
-        return self.head(x)

@@ -21,16 +21,17 @@ import torch.nn as nn
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Act, Conv, split_args
 
-from networks.blocks.attention import attention_needs_slices, get_attention_block, resolve_patch_depth
-from networks.blocks.attention_gate import SkipPassThrough, get_skip_gate, is_skip_gate
-from networks.blocks.pam import _normalise_slice_axis
+from networks.blocks.attention import get_attention_block, get_attention_spec
+from networks.blocks.attention_gate import get_skip_gate
+from networks.nets.encoder_decoder import (
+    AttentionEncoderDecoder,
+    DecoderLevel,
+    EncoderLevel,
+    segmentation_test_config,
+)
 from networks.registry import register_network
 
-__all__ = ["AttentionVNet"]
-
-# VNet's reduction ratios for the slice-sized blocks (the PAM paper: r_D = 8, r_C = 4 on VNet)
-_VNET_SLICE_DEFAULTS = {"slice_reduction": 8, "channel_reduction": 4}
-_SLICE_BLOCKS_WITH_SE_BOTTLENECK = ("pam", "scse", "csse")
+__all__ = ["AttentionVNet", "VNET_FEATURES"]
 
 
 def _act_spec(act: str | tuple, channels: int) -> tuple[str, dict]:
@@ -92,36 +93,16 @@ class _ResidualStage(nn.Module):
         return self.act(self.convs(x) + self.residual(x))
 
 
-class _EncoderStage(nn.Module):
-    """[stride-2 conv k2 (norm, act) ->] residual stage -> attention."""
-
-    def __init__(self, down: nn.Module, stage: nn.Module, attention: nn.Module) -> None:
-        super().__init__()
-        self.down = down
-        self.stage = stage
-        self.attention = attention
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attention(self.stage(self.down(x)))
+VNET_FEATURES = (16, 32, 64, 128, 256)
+"""Milletari et al.'s VNet widths."""
 
 
-class _DecoderStage(nn.Module):
-    """[Gate the skip with x ->] transposed conv k2 s2 of x -> concatenate [up, skip] -> residual stage -> attention."""
-
-    def __init__(self, up: nn.Module, stage: nn.Module, attention: nn.Module, gate: nn.Module) -> None:
-        super().__init__()
-        self.up = up
-        self.stage = stage
-        self.attention = attention
-        self.gate = gate
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        skip = self.gate(skip, x)
-        return self.attention(self.stage(torch.cat([self.up(x), skip], dim=1)))
-
-
-@register_network("vnet")
-class AttentionVNet(nn.Module):
+@register_network(
+    "vnet",
+    defaults={"features": VNET_FEATURES, "norm": ("batch", {}), "kernel_size": 5},
+    test_config=segmentation_test_config(kernel_size=3),
+)
+class AttentionVNet(AttentionEncoderDecoder):
     """VNet of the PAM paper with an attention block after every encoder and decoder stage.
 
     With ``L = len(features)`` levels (5 by default):
@@ -131,7 +112,7 @@ class AttentionVNet(nn.Module):
       next downsampling). Stage 0 adds a 1x1 projection of the input as its residual.
     - bottleneck (level ``L - 1``): downsampling and residual stage as above, then channel SE
       (``r = r_C``) for slice-sized attention (``"pam"``, ``"scse"``, ``"csse"``: its depth may be 1),
-      the chosen block for the others;
+      the chosen block for the others (the attention registry's ``vnet_bottleneck``);
     - decoder stage ``i`` (``L - 2`` down to 0): transposed conv k2 s2 to ``features[i]`` (norm, act),
       concatenate with the skip to ``2 * features[i]`` channels, residual stage of ``num_convs[i]``
       units at that width, attention;
@@ -148,9 +129,9 @@ class AttentionVNet(nn.Module):
 
     Every spatial size of the input must be divisible by ``2 ** (L - 1)``. Slice-sized blocks need
     ``patch_size``: the blocks of level ``i`` are built for ``patch_size[slice_axis] // 2**i`` slices
-    and the network only accepts inputs of that depth. For ``"pam"``, ``"scse"`` and ``"csse"`` the
-    reductions default to the paper's VNet values ``r_D = 8``, ``r_C = 4`` (``attention_kwargs``
-    overrides them).
+    and the network only accepts inputs of that depth. Blocks registered with ``vnet_options`` (``"pam"``,
+    ``"scse"`` and ``"csse"``: the paper's VNet reductions ``r_D = 8``, ``r_C = 4``) get those options unless
+    ``attention_kwargs`` overrides them.
 
     Paper: Medical Physics 49(1):295-308, 2022, https://doi.org/10.1002/mp.15369
 
@@ -166,7 +147,7 @@ class AttentionVNet(nn.Module):
         spatial_dims: int = 3,
         in_channels: int = 4,
         out_channels: int = 3,
-        features: Sequence[int] = (16, 32, 64, 128, 256),
+        features: Sequence[int] = VNET_FEATURES,
         attention: str = "pam",
         patch_size: Sequence[int] | None = None,
         slice_axis: int = -1,
@@ -208,59 +189,32 @@ class AttentionVNet(nn.Module):
                 matching ``features``, an even ``kernel_size``, an unknown ``attention``, a ``patch_size`` of
                 the wrong length, or a missing or indivisible ``patch_size`` for slice-sized attention.
         """
-        super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"AttentionVNet supports spatial_dims 2 or 3, got spatial_dims={spatial_dims}.")
         features = tuple(int(f) for f in features)
-        if len(features) < 2 or min(features) < 1:
-            raise ValueError(f"features must hold at least two positive channel numbers, got features={features}.")
+        levels = len(features)
         if num_convs is None:
-            num_convs = [min(i + 1, 3) for i in range(len(features))]
+            num_convs = [min(i + 1, 3) for i in range(levels)]
         num_convs = tuple(int(n) for n in num_convs)
-        if len(num_convs) != len(features) or min(num_convs) < 1:
+        if len(num_convs) != levels or min(num_convs) < 1:
             raise ValueError(
-                f"num_convs must hold one positive number per level ({len(features)} for features={features}), "
+                f"num_convs must hold one positive number per level ({levels} for features={features}), "
                 f"got num_convs={num_convs}."
             )
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd number, got kernel_size={kernel_size}.")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got dropout={dropout}.")
-        axis = _normalise_slice_axis(slice_axis, spatial_dims)
-        levels = len(features)
-        factor = 2 ** (levels - 1)
-        needs_slices = attention_needs_slices(attention)
-        skip_gate = is_skip_gate(attention)
-        patch_size, depth = resolve_patch_depth(attention, patch_size, spatial_dims, slice_axis, levels)
-
-        self.spatial_dims = spatial_dims
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.features = features
-        self.attention = attention
-        self.patch_size = patch_size
-        self.slice_axis = slice_axis
-        self._factor: int = factor
-        self._slice_dim: int = 2 + axis
-        self._expected_depth: int = depth
-        self._patch_desc: str = (
-            f"AttentionVNet(attention={attention!r}) was built for patch_size={patch_size} "
-            f"(depth {depth} along slice axis {slice_axis})"
+        super().__init__(
+            spatial_dims, in_channels, out_channels, features, attention, patch_size, slice_axis, dropout,
+            divisible_input=True,
         )
-        user_kwargs = dict(attention_kwargs or {})
-        block_kwargs = dict(user_kwargs)
-        if attention.lower() in _SLICE_BLOCKS_WITH_SE_BOTTLENECK:
-            block_kwargs = {**_VNET_SLICE_DEFAULTS, **user_kwargs}
+        spec = get_attention_spec(attention)
+        gate_options = dict(attention_kwargs or {})
+        options = {**spec.vnet_options, **gate_options}
         drop = dropout if dropout > 0 else None
 
         def make_attention(channels: int, level: int) -> nn.Module:
-            if level == levels - 1 and attention.lower() in _SLICE_BLOCKS_WITH_SE_BOTTLENECK:
-                r = int(block_kwargs.get("channel_reduction", _VNET_SLICE_DEFAULTS["channel_reduction"]))
+            if level == levels - 1 and spec.vnet_bottleneck == "se":
+                r = int(options.get("channel_reduction", 8))
                 return get_attention_block("se", spatial_dims, channels, r=r)
-            num_slices = depth // 2**level if needs_slices else None
-            return get_attention_block(
-                attention, spatial_dims, channels, num_slices=num_slices, slice_axis=slice_axis, **block_kwargs
-            )
+            return self.level_attention(channels, level, options)
 
         def stage(c_in: int, c_out: int, level: int) -> _ResidualStage:
             return _ResidualStage(
@@ -289,7 +243,7 @@ class AttentionVNet(nn.Module):
         for level, c_out in enumerate(features):
             down = nn.Identity() if level == 0 else resample(c_in, c_out, transposed=False)
             encoder.append(
-                _EncoderStage(down, stage(c_out if level else c_in, c_out, level), make_attention(c_out, level))
+                EncoderLevel(down, stage(c_out if level else c_in, c_out, level), make_attention(c_out, level))
             )
             c_in = c_out
         self.encoder = nn.ModuleList(encoder)
@@ -297,50 +251,12 @@ class AttentionVNet(nn.Module):
         decoder = []
         for level in range(levels - 2, -1, -1):
             width = 2 * features[level]
-            gate = SkipPassThrough()
-            if skip_gate:
-                gate = get_skip_gate(attention, spatial_dims, features[level], c_in, **user_kwargs)
+            gate = get_skip_gate(attention, spatial_dims, features[level], c_in, **gate_options)
             up = resample(c_in, features[level], transposed=True)
-            decoder.append(_DecoderStage(up, stage(width, width, level), make_attention(width, level), gate))
+            decoder.append(
+                DecoderLevel(up, stage(width, width, level), make_attention(width, level), gate, skip_first=False)
+            )
             c_in = width
         self.decoder = nn.ModuleList(decoder)
 
         self.head = Conv["conv", spatial_dims](c_in, out_channels, kernel_size=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """
-        Args:
-            x: input of shape ``(B, in_channels, *spatial)``, every spatial size divisible by
-                ``2 ** (len(features) - 1)``; with slice-sized attention its depth along ``slice_axis``
-                must be ``patch_size[slice_axis]``.
-
-        Returns:
-            logits of shape ``(B, out_channels, *spatial)``.
-
-        Raises:
-            ValueError: when ``x`` has the wrong number of dims, an indivisible spatial size, or the wrong
-                depth for slice-sized attention.
-        """
-        if x.ndim != self.spatial_dims + 2:
-            raise ValueError(
-                f"AttentionVNet(spatial_dims={self.spatial_dims}) expects input (B, C, *spatial) with "
-                f"{self.spatial_dims + 2} dims, got shape {list(x.shape)}."
-            )
-        for size in x.shape[2:]:
-            if size % self._factor != 0:
-                raise ValueError(
-                    f"AttentionVNet with {len(self.features)} levels needs every spatial size divisible by "
-                    f"{self._factor}, got input shape {list(x.shape)}."
-                )
-        if self._expected_depth > 0 and x.shape[self._slice_dim] != self._expected_depth:
-            raise ValueError(
-                f"{self._patch_desc} but got depth {x.shape[self._slice_dim]} (input shape {list(x.shape)}); "
-                "feed patches of patch_size, e.g. sliding-window inference with roi_size=patch_size."
-            )
-        skips: list[torch.Tensor] = []
-        for stage in self.encoder:
-            x = stage(x)
-            skips.append(x)
-        for i, stage in enumerate(self.decoder):
-            x = stage(x, skips[-2 - i])
-        return self.head(x)

@@ -96,9 +96,6 @@ def test_register_attention_decorator():
             register_attention("TEST_SCALE")(_build)
     finally:
         ATTENTION_BLOCKS.pop("test_scale", None)
-        from networks.blocks import attention
-
-        attention._NEEDS_SLICES.discard("test_scale")
     assert "test_scale" not in list_attention_blocks()
 
 
@@ -124,3 +121,57 @@ def test_blocks_give_the_same_output_on_channels_last_inputs(name, spatial_dims,
     with torch.no_grad():
         expected, out = block(x), block(x.contiguous(memory_format=layout))
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_registry_fields_drive_the_networks():
+    """Each block declares what it needs; the networks follow the declaration, not lists of names."""
+    from networks.blocks.attention import AttentionSpec, get_attention_spec
+    from networks.blocks.attention_gate import SkipPassThrough
+    from networks.nets.unet import AttentionUNet
+    from networks.nets.vnet import AttentionVNet
+
+    spec = get_attention_spec("PAM")
+    assert isinstance(spec, AttentionSpec) and spec.needs_slices and spec.placement == "level"
+    assert spec.vnet_bottleneck == "se" and dict(spec.vnet_options) == {"slice_reduction": 8, "channel_reduction": 4}
+    assert get_attention_spec("ag").placement == "skip" and get_attention_spec("ag").is_skip_gate
+    with pytest.raises(ValueError, match=r"placement must be one of"):
+        AttentionSpec("x", nn.Identity, placement="middle")
+
+    class Gate(nn.Module):
+        def __init__(self, spatial_dims, skip_channels, gate_channels, scale=2.0):
+            super().__init__()
+            self.skip_channels, self.scale = skip_channels, scale
+
+        def forward(self, x, g):
+            return x * self.scale
+
+    register_attention("test_gate", placement="skip")(Gate)
+
+    @register_attention("test_sliced", needs_slices=True, vnet_bottleneck="se", vnet_options={"r": 2})
+    def build_sliced(spatial_dims, channels, num_slices=None, slice_axis=-1, r=8):
+        block = nn.Identity()
+        block.num_slices, block.r = num_slices, r
+        return block
+
+    try:
+        # a skip gate is placed on the skips, the levels get no block
+        net = AttentionUNet(2, 1, 2, features=(4, 8, 16), attention="test_gate", attention_kwargs={"scale": 3.0})
+        assert [(type(lvl.gate), lvl.gate.skip_channels, lvl.gate.scale) for lvl in net.decoder] == [
+            (Gate, 8, 3.0), (Gate, 4, 3.0)
+        ]
+        assert all(isinstance(lvl.attention, nn.Identity) for lvl in (*net.encoder, *net.decoder))
+        assert all(isinstance(lvl.gate, SkipPassThrough) for lvl in AttentionUNet(2, 1, 2, (4, 8), "se").decoder)
+        # a slice-sized block requires the patch depth, and gets it halved per level
+        with pytest.raises(ValueError, match=r"'test_sliced' is sized by the patch depth: pass patch_size"):
+            AttentionUNet(3, 1, 2, features=(4, 8, 16), attention="test_sliced")
+        with pytest.raises(ValueError, match=r"divisible by 4"):
+            AttentionUNet(3, 1, 2, features=(4, 8, 16), attention="test_sliced", patch_size=(8, 8, 6))
+        net = AttentionUNet(3, 1, 2, features=(4, 8, 16), attention="test_sliced", patch_size=(8, 8, 12))
+        assert [lvl.attention.num_slices for lvl in net.encoder] == [12, 6, 3]
+        # VNet: its bottleneck declaration and its options
+        vnet = AttentionVNet(3, 1, 2, features=(4, 8, 16), attention="test_sliced", patch_size=(8, 8, 12))
+        assert isinstance(vnet.encoder[-1].attention, ChannelSELayer) and vnet.encoder[-1].attention.fc[0].out_features == 16 // 8
+        assert [lvl.attention.r for lvl in vnet.encoder[:-1]] == [2, 2]
+    finally:
+        ATTENTION_BLOCKS.pop("test_gate", None)
+        ATTENTION_BLOCKS.pop("test_sliced", None)

@@ -18,13 +18,7 @@ SLICE_CASES = [(3, (2, 6, 5, 4, 8), -1), (3, (2, 6, 8, 5, 4), 0), (2, (2, 6, 7, 
 SHAPES = [(3, (2, 6, 5, 4, 7)), (2, (2, 6, 9, 7))]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny blocks run much faster on one thread, above all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _moved(x: torch.Tensor, slice_axis: int) -> torch.Tensor:
@@ -137,7 +131,7 @@ def _conv_by_offsets(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 
 def reference_cbam(block: ConvBlockAttention, x: torch.Tensor) -> torch.Tensor:
-    mlp = block.channel_gate.mlp
+    mlp = block.cam.mlp
     out = torch.empty_like(x)
     for b in range(x.shape[0]):
         avg = torch.stack([x[b, c].mean() for c in range(x.shape[1])])
@@ -146,9 +140,10 @@ def reference_cbam(block: ConvBlockAttention, x: torch.Tensor) -> torch.Tensor:
         for c in range(x.shape[1]):
             out[b, c] = x[b, c] * w[c]
     pooled = torch.stack([out.max(dim=1).values, out.mean(dim=1)], dim=1)
-    conv = block.spatial_gate.conv
-    attention = torch.sigmoid(block.spatial_gate.norm(_conv_by_offsets(pooled, conv.weight, conv.bias)))
-    return out * attention
+    for layer in block.sam.convs:  # conv by offsets, then the norm / activation layers as they are
+        is_conv = isinstance(layer, (nn.Conv2d, nn.Conv3d))
+        pooled = _conv_by_offsets(pooled, layer.weight, layer.bias) if is_conv else layer(pooled)
+    return out * torch.sigmoid(pooled)
 
 
 @pytest.mark.parametrize("spatial_dims, shape", SHAPES)
@@ -156,7 +151,7 @@ def reference_cbam(block: ConvBlockAttention, x: torch.Tensor) -> torch.Tensor:
 def test_cbam_matches_reference(spatial_dims, shape, kernel_size):
     torch.manual_seed(2)
     block = get_attention_block("cbam", spatial_dims, shape[1], kernel_size=kernel_size, reduction=2)
-    assert isinstance(block, ConvBlockAttention) and block.channel_gate.mlp[0].out_features == 3
+    assert isinstance(block, ConvBlockAttention) and block.cam.mlp[0].out_features == 3
     x = torch.randn(*shape)
     torch.testing.assert_close(block(x), reference_cbam(block, x), atol=1e-5, rtol=1e-4)
 
@@ -165,23 +160,40 @@ def test_cbam_spatial_sigmoid_is_of_the_conv_output():
     # the original CBAM-3D took the sigmoid of the gate's input: with a zero conv and bias b the gate
     # must be sigmoid(b) everywhere, whatever the input
     block = ConvBlockAttention(3, 4, reduction=16)
-    assert block.channel_gate.mlp[0].out_features == 1  # r = 16 clamped for 4 channels
+    assert block.cam.mlp[0].out_features == 1  # r = 16 clamped for 4 channels
     with torch.no_grad():
-        block.spatial_gate.conv.weight.zero_()
-        block.spatial_gate.conv.bias.fill_(0.5)
+        block.sam.convs[0].weight.zero_()
+        block.sam.convs[0].bias.fill_(0.5)
     x = torch.randn(2, 4, 5, 6, 7)
-    torch.testing.assert_close(block.spatial_gate(x), x * torch.sigmoid(torch.tensor(0.5)))
+    torch.testing.assert_close(block.sam(x), x * torch.sigmoid(torch.tensor(0.5)))
 
 
 def test_cbam_options_and_checks():
     block = get_attention_block("cbam", 2, 32, spatial_norm="batch")
-    assert isinstance(block.spatial_gate.norm, nn.BatchNorm2d) and block.spatial_gate.conv.bias is None
-    assert block.spatial_gate.conv.kernel_size == (7, 7) and block.channel_gate.mlp[0].out_features == 2
+    conv, norm = block.sam.convs
+    assert isinstance(norm, nn.BatchNorm2d) and conv.bias is None
+    assert conv.kernel_size == (7, 7) and block.cam.mlp[0].out_features == 2
     block.eval()
     x = torch.randn(2, 32, 6, 6)
     torch.testing.assert_close(block(x), reference_cbam(block, x), atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match=r"kernel_size=4"):
         ConvBlockAttention(3, 8, kernel_size=4)
+    with pytest.raises(ValueError, match=r"'cbam'"):
+        get_attention_block("cbam", 2, 8, slice_reduction=4)
+
+
+def test_cbam_spatial_stack_and_switches():
+    """LA-Net's spatial gate (three 3x3 convs 2 -> 8 -> 8 -> 1 with batch norm, ReLU between) and the gate switches."""
+    torch.manual_seed(3)
+    block = ConvBlockAttention(2, 8, kernel_size=3, spatial_norm="batch", spatial_convs=3, spatial_hidden=8).eval()
+    kinds = [type(m).__name__ for m in block.sam.convs]
+    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d"]
+    x = torch.randn(2, 8, 6, 5)
+    torch.testing.assert_close(block(x), reference_cbam(block, x), atol=1e-5, rtol=1e-4)
+    assert isinstance(ConvBlockAttention(2, 8, use_cam=False).cam, nn.Identity)
+    no_sam = ConvBlockAttention(2, 8, use_sam=False)
+    assert isinstance(no_sam.sam, nn.Identity)
+    torch.testing.assert_close(no_sam(x), no_sam.cam(x))
     with pytest.raises(ValueError, match=r"spatial_dims=1"):
         ConvBlockAttention(1, 8)
     with pytest.raises(ValueError, match=r"\[2, 8, 4, 4\]"):

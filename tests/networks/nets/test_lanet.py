@@ -5,13 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from networks.nets.lanet import (
-    LANet,
-    ResNetClassifier,
-    ResNetFeatures,
-    register_lanet_networks,
-    split_outputs,
-)
+from networks.nets.lanet import LANet, ResNetClassifier, ResNetFeatures, split_outputs
 from networks.registry import create_network, list_networks
 
 # (image size, batch, expected map size)
@@ -144,8 +138,54 @@ def test_invalid_arguments():
         ResNetClassifier(num_classes=0)
 
 
-def test_registered_on_import_and_idempotent():
+def test_registered_on_import():
     assert {"lanet", "resnet_classifier"} <= set(list_networks())
-    register_lanet_networks()  # idempotent
     assert isinstance(create_network("lanet", backbone="resnet18"), LANet)
     assert isinstance(create_network("resnet_classifier"), ResNetClassifier)
+
+
+def _reference_stage_cbam(head, x: torch.Tensor) -> torch.Tensor:
+    """LA-Net's CBAM (before it became :class:`~networks.blocks.zoo.ConvBlockAttention`) by hand on a 2D input:
+    CAM = x * sigmoid(mlp(avgpool) + mlp(maxpool)); SAM = x * sigmoid(conv-BN-ReLU, conv-BN-ReLU, conv-BN of
+    [channel max, channel mean]), eval-mode batch norm with running statistics."""
+    w1, b1, w2, b2 = (t.detach() for t in (head.cam.mlp[0].weight, head.cam.mlp[0].bias,
+                                            head.cam.mlp[2].weight, head.cam.mlp[2].bias))
+
+    def mlp(v):
+        return torch.relu(v @ w1.T + b1) @ w2.T + b2
+
+    avg, mx = x.mean(dim=(2, 3)), x.amax(dim=(2, 3))
+    x = x * torch.sigmoid(mlp(avg) + mlp(mx))[:, :, None, None]
+    h = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+    convs = [m for m in head.sam.convs if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in head.sam.convs if isinstance(m, torch.nn.BatchNorm2d)]
+    for i, (conv, bn) in enumerate(zip(convs, norms)):
+        assert conv.bias is None
+        h = torch.nn.functional.conv2d(h, conv.weight, padding=conv.kernel_size[0] // 2)
+        h = (h - bn.running_mean[None, :, None, None]) / torch.sqrt(bn.running_var[None, :, None, None] + bn.eps)
+        h = h * bn.weight[None, :, None, None] + bn.bias[None, :, None, None]
+        if i < len(convs) - 1:
+            h = torch.relu(h)
+    return x * torch.sigmoid(h)
+
+
+def test_stage_cbam_is_the_shared_cbam_with_lanet_math_and_keys():
+    from networks.blocks.zoo import ConvBlockAttention
+
+    torch.manual_seed(4)
+    net = LANet(reduction_ratio=4).eval()
+    head = net.map_heads[0]
+    assert isinstance(head, ConvBlockAttention)
+    # the state-dict keys of LA-Net's CBAM before the merge
+    keys = [k for k in net.state_dict() if k.startswith("map_heads.0.")]
+    assert keys[:4] == ["map_heads.0.cam.mlp.0.weight", "map_heads.0.cam.mlp.0.bias",
+                        "map_heads.0.cam.mlp.2.weight", "map_heads.0.cam.mlp.2.bias"]
+    assert {k.split(".")[4] for k in keys if ".sam.convs." in k} == {"0", "1", "3", "4", "6", "7"}
+    with torch.no_grad():  # non-trivial batch-norm statistics
+        for m in head.sam.convs:
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.5, 0.5)
+        x = torch.randn(2, 64, 5, 6)
+        torch.testing.assert_close(head.attend(x), _reference_stage_cbam(head, x), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(head(x), head.squeeze(_reference_stage_cbam(head, x)), atol=1e-5, rtol=1e-4)

@@ -70,8 +70,8 @@ def test_conv_unit_order_and_widths():
         for lvl in (*net.encoder, *net.decoder)
     ]
     assert widths == [(4, 8, 16), (16, 16, 32), (32, 32, 64), (64, 64, 128), (192, 64, 64), (96, 32, 32), (48, 16, 16)]
-    assert isinstance(net.encoder[0].pool, nn.Identity)
-    assert all(isinstance(lvl.pool, nn.MaxPool3d) and lvl.pool.kernel_size == 2 for lvl in net.encoder[1:])
+    assert isinstance(net.encoder[0].down, nn.Identity)
+    assert all(isinstance(lvl.down, nn.MaxPool3d) and lvl.down.kernel_size == 2 for lvl in net.encoder[1:])
     assert (net.head.in_channels, net.head.out_channels, net.head.kernel_size) == (16, 3, (1, 1, 1))
 
 

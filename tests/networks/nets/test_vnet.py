@@ -16,20 +16,14 @@ from networks.registry import build_segmentation_network
 TINY = (4, 8, 8, 16, 16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run much faster on one thread, above all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_default_structure_is_the_papers_vnet():
     net = AttentionVNet(patch_size=(32, 32, 32))
-    assert [len(stage.stage.convs) for stage in net.encoder] == [1, 2, 3, 3, 3]
-    assert [len(stage.stage.convs) for stage in net.decoder] == [3, 3, 2, 1]
-    conv = net.encoder[1].stage.convs[0]
+    assert [len(stage.convs.convs) for stage in net.encoder] == [1, 2, 3, 3, 3]
+    assert [len(stage.convs.convs) for stage in net.decoder] == [3, 3, 2, 1]
+    conv = net.encoder[1].convs.convs[0]
     assert conv.conv.kernel_size == (5, 5, 5) and conv.conv.in_channels == conv.conv.out_channels == 32
     assert [type(m) for m in conv.adn.children()] == [nn.BatchNorm3d, nn.PReLU]  # conv -> norm -> act
     assert conv.adn.A.num_parameters == 32
@@ -37,7 +31,7 @@ def test_default_structure_is_the_papers_vnet():
     assert (down.kernel_size, down.stride, down.in_channels, down.out_channels) == ((2, 2, 2), (2, 2, 2), 16, 32)
     up = net.decoder[0].up.conv
     assert isinstance(up, nn.ConvTranspose3d) and (up.in_channels, up.out_channels, up.stride) == (256, 128, (2, 2, 2))
-    assert [stage.stage.convs[0].conv.in_channels for stage in net.decoder] == [256, 128, 64, 32]
+    assert [stage.convs.convs[0].conv.in_channels for stage in net.decoder] == [256, 128, 64, 32]
     assert (net.head.in_channels, net.head.out_channels, net.head.kernel_size) == (32, 3, (1, 1, 1))
 
 
@@ -121,6 +115,6 @@ def test_argument_checks(kwargs, match):
 def test_bundle_entry_point_and_options():
     net = build_segmentation_network("vnet", spatial_dims=3, in_channels=4, out_channels=3, features=(4, 8, 16),
                                      attention="se", num_convs=(1, 1, 2), dropout=0.1, act="relu")
-    assert isinstance(net, AttentionVNet) and [len(s.stage.convs) for s in net.encoder] == [1, 1, 2]
+    assert isinstance(net, AttentionVNet) and [len(s.convs.convs) for s in net.encoder] == [1, 1, 2]
     assert any(isinstance(m, nn.Dropout) for m in net.modules()) and any(isinstance(m, nn.ReLU) for m in net.modules())
     assert net(torch.randn(2, 4, 8, 8, 8)).shape == (2, 3, 8, 8, 8)
