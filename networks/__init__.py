@@ -5,6 +5,27 @@ Importing the package registers every network, so :func:`create_network` knows t
 
 from __future__ import annotations
 
+from .blocks import (
+    ATTENTION_BLOCKS,
+    AttentionGate,
+    AttentionSpec,
+    ChannelAttention,
+    ChannelSliceAttention,
+    ConvBlockAttention,
+    ProgressiveAttention,
+    ProjectExcite,
+    SliceAttention,
+    SliceChannelAttention,
+    attention_needs_slices,
+    get_attention_block,
+    get_attention_spec,
+    get_skip_gate,
+    is_skip_gate,
+    key_slice_mask,
+    list_attention_blocks,
+    register_attention,
+)
+from .nets import AttentionUNet, AttentionVNet, LANet, ResNetClassifier
 from .registry import (  # noqa: I001
     NetworkSpec,
     build_segmentation_network,
@@ -13,31 +34,6 @@ from .registry import (  # noqa: I001
     list_networks,
     register_network,
 )
-from .blocks import (
-    ATTENTION_BLOCKS,
-    AttentionSpec,
-    ChannelAttention,
-    ProgressiveAttention,
-    SliceAttention,
-    attention_needs_slices,
-    get_attention_block,
-    get_attention_spec,
-    key_slice_mask,
-    list_attention_blocks,
-    register_attention,
-)
-from .nets import AttentionUNet
-from .nets import AttentionVNet
-from .blocks import (
-    AttentionGate,
-    ChannelSliceAttention,
-    ConvBlockAttention,
-    ProjectExcite,
-    SliceChannelAttention,
-    get_skip_gate,
-    is_skip_gate,
-)
-from .nets import LANet, ResNetClassifier
 
 __all__ = [
     "AttentionSpec",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["DEMO_OVERRIDES", "run_bundle", "demo", "main"]
@@ -24,13 +25,14 @@ DEMO_OVERRIDES: dict = {
 }
 
 
-def run_bundle(bundle: str, run_id: str, config: str, **override) -> None:
+def run_bundle(bundle: str, run_id: str, config: str | Sequence[str], **override) -> None:
     """Run one of a bundle's workflows (``training``, ``evaluating``, ``inference``) with overrides.
 
     Args:
         bundle: bundle name under ``bundles/``.
         run_id: the config id to run.
-        config: config file name in the bundle's ``configs/`` folder.
+        config: config file name in the bundle's ``configs/`` folder, or several merged in order (an overlay after
+            its base, e.g. ``("train.yaml", "evaluate.yaml")``).
         override: ``key#sub`` style overrides, as on the ``python -m monai.bundle run`` command line.
     """
     from monai.bundle import run
@@ -38,9 +40,10 @@ def run_bundle(bundle: str, run_id: str, config: str, **override) -> None:
     from .bundles import bundle_root
 
     configs = Path(bundle_root(bundle)) / "configs"
+    files = [config] if isinstance(config, str) else list(config)
     run(
         run_id=run_id,
-        config_file=str(configs / config),
+        config_file=[str(configs / name) for name in files],
         meta_file=str(configs / "metadata.json"),
         logging_file=str(configs / "logging.conf"),
         **override,
@@ -83,7 +86,7 @@ def demo(output_dir: str = "runs/demo", data_dir: str | None = None, epochs: int
     common = {k: overrides[k] for k in ("dataset_dir", "output_dir", "roi_size", "network_def#features", "num_workers",
                                         "sw_batch_size", "seed")}
     print("[demo] evaluating the best checkpoint on the validation fold ...")
-    run_bundle("brats_pam_segmentation", "evaluating", "evaluate.yaml", **common)
+    run_bundle("brats_pam_segmentation", "evaluating", ("train.yaml", "evaluate.yaml"), **common)
     print("[demo] inference (NIfTI label maps 0/1/2/4 in each input's grid) ...")
     common.pop("seed")
     run_bundle("brats_pam_segmentation", "inference", "inference.yaml", **common)

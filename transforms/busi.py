@@ -9,6 +9,19 @@ Augmentation as in Fan et al., Medical Image Analysis 90 (2023) 102960 (LA-Net):
 90/180/270 degrees, random resized crop (scale 0.75-1, ratio 0.75-1.33), horizontal and vertical flips,
 intensity jitter (image only), normalisation to [-1, 1]; the mask gets the same geometric transforms. Test:
 resize the short side and centre crop. See :func:`busi_train_transforms` and :func:`busi_eval_transforms`.
+
+Boxes (one convention everywhere in memory): MONAI's 2D standard mode ``xyxy`` of :mod:`monai.data.box_utils`,
+``[min_0, min_1, max_0, max_1]`` in array index order of a ``(H, W)`` image: axis 0 is the row (image height,
+top to bottom), axis 1 the column (image width, left to right); the minima are the first pixel inside the box,
+the maxima are exclusive (one past the last pixel), i.e. pixel corners, so the box of the single pixel
+``mask[r, c]`` is ``[r, c, r + 1, c + 1]`` and ``mask[r0:r1, c0:c1]`` is the box ``[r0, c0, r1, c1]``.
+:class:`MasksToBoxes` and :class:`BoxesToMask` convert with MONAI's ``convert_mask_to_box`` /
+``convert_box_to_mask`` (:mod:`monai.apps.detection.transforms.box_ops`). The BUSI box CSV keeps its
+``x1:y1:x2:y2`` columns (``x`` = column, ``y`` = row, pixel corners);
+:func:`pipelines.data.datalists.busi_datalist` swaps them into this order when it reads the file.
+
+:class:`ResizeShortSide` records itself on MetaTensors like MONAI's ``Resize`` (it is one), so
+``Compose.inverse`` / ``Invertd`` map a prediction on the network grid back to the image's own grid.
 """
 
 from __future__ import annotations
@@ -21,16 +34,23 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.apps.detection.transforms.box_ops import (
+    convert_box_to_mask,
+    convert_mask_to_box,
+)
 from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
-from monai.data import MetaTensor
+from monai.data import MetaTensor, get_track_meta
+from monai.data.box_utils import clip_boxes_to_image, convert_box_to_standard_mode
 from monai.transforms import (
+    InvertibleTransform,
     MapTransform,
     RandomizableTransform,
     Resize,
     Transform,
 )
-from monai.utils import convert_to_dst_type
+from monai.transforms.spatial.functional import resize
+from monai.utils import convert_to_dst_type, convert_to_tensor, get_equivalent_dtype
 from PIL import Image
 from scipy import ndimage
 from skimage.measure import label as label_components
@@ -192,17 +212,34 @@ class LoadBUSId(MapTransform):
 # --------------------------------------------------------------------------------------------
 # boxes <-> masks, dilation, partial annotation
 # --------------------------------------------------------------------------------------------
-class BoxesToMask(Transform):
-    """Filled rectangles from boxes ``[x1, y1, x2, y2]`` (pixel corners, ``x`` = column, exclusive ends).
+def _as_standard_boxes(boxes: Iterable[Sequence[float]] | NdarrayOrTensor) -> np.ndarray:
+    """``(N, 4)`` float64 boxes in MONAI's 2D standard mode (see the module docstring).
 
-    Fractional corners are widened to whole pixels (floor of the start, ceil of the end); boxes are clipped
-    to the image.
+    Raises:
+        ValueError: a box with fewer or more than four numbers.
+    """
+    if isinstance(boxes, torch.Tensor):
+        boxes = boxes.detach().cpu().numpy()
+    rows = [np.asarray(box, dtype=np.float64).ravel() for box in boxes]
+    for box in rows:
+        if box.size != 4:
+            raise ValueError(f"a box is [row_min, col_min, row_max, col_max], got {box.tolist()!r}.")
+    array = np.stack(rows) if rows else np.zeros((0, 4))
+    return np.asarray(convert_box_to_standard_mode(array, mode="xyxy"), dtype=np.float64)
+
+
+class BoxesToMask(Transform):
+    """Filled rectangles from boxes in MONAI's 2D standard mode ``[row_min, col_min, row_max, col_max]``
+    (exclusive maxima, see the module docstring), via :func:`monai.apps.detection.transforms.box_ops.convert_box_to_mask`.
+
+    Fractional corners are widened to whole pixels (floor of the minima, ceil of the maxima); boxes are clipped
+    to the image with :func:`monai.data.box_utils.clip_boxes_to_image` (boxes left empty are dropped).
     """
 
-    def __call__(self, boxes: Iterable[Sequence[float]], spatial_shape: Sequence[int]) -> np.ndarray:
+    def __call__(self, boxes: Iterable[Sequence[float]] | NdarrayOrTensor, spatial_shape: Sequence[int]) -> np.ndarray:
         """
         Args:
-            boxes: ``[[x1, y1, x2, y2], ...]`` (may be empty).
+            boxes: ``(N, 4)`` (may be empty).
             spatial_shape: ``(H, W)`` of the mask.
 
         Returns:
@@ -211,21 +248,18 @@ class BoxesToMask(Transform):
         Raises:
             ValueError: a box with fewer or more than four numbers.
         """
-        height, width = int(spatial_shape[0]), int(spatial_shape[1])
-        mask = np.zeros((1, height, width), dtype=np.float32)
-        for box in boxes:
-            box = [float(v) for v in np.asarray(box).ravel()]
-            if len(box) != 4:
-                raise ValueError(f"a box is [x1, y1, x2, y2], got {box!r}.")
-            x1, y1 = max(int(math.floor(box[0])), 0), max(int(math.floor(box[1])), 0)
-            x2, y2 = min(int(math.ceil(box[2])), width), min(int(math.ceil(box[3])), height)
-            if x2 > x1 and y2 > y1:
-                mask[0, y1:y2, x1:x2] = 1.0
-        return mask
+        size = (int(spatial_shape[0]), int(spatial_shape[1]))
+        boxes = _as_standard_boxes(boxes)
+        boxes = np.concatenate([np.floor(boxes[:, :2]), np.ceil(boxes[:, 2:])], axis=1)
+        boxes, _ = clip_boxes_to_image(boxes, size, remove_empty=True)
+        masks = convert_box_to_mask(
+            np.asarray(boxes, dtype=np.int64), np.ones(len(boxes), dtype=np.int64), size, bg_label=0
+        )
+        return (np.asarray(masks) > 0).any(axis=0, keepdims=True).astype(np.float32)
 
 
 class BoxesToMaskd(MapTransform):
-    """Weak labels: the rectangles of ``boxes`` replace the mask.
+    """Weak labels: the rectangles of ``boxes`` (standard mode, see :class:`BoxesToMask`) replace the mask.
 
     An item with boxes gets ``has_mask = 1``; one without (key missing or empty list) gets an all-zero mask and
     ``has_mask = 0``, so that only the boxes supervise the localisation.
@@ -251,7 +285,7 @@ class BoxesToMaskd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         boxes = d.get(self.boxes_key)
-        boxes = [] if boxes is None else list(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+        boxes = np.zeros((0, 4)) if boxes is None else _as_standard_boxes(boxes)
         for key in self.key_iterator(d):
             mask = d[key]
             new = self.converter(boxes, mask.shape[1:])
@@ -261,9 +295,10 @@ class BoxesToMaskd(MapTransform):
 
 
 class MasksToBoxes(Transform):
-    """One box ``[x1, y1, x2, y2]`` per connected component (8-connectivity) of a mask, exclusive ends, so
-    that :class:`BoxesToMask` of a rectangle's box gives the rectangle back. Components are ordered by label
-    (raster order of their first pixel)."""
+    """One box per connected component (8-connectivity) of a mask, in MONAI's 2D standard mode
+    ``[row_min, col_min, row_max, col_max]`` with exclusive maxima (module docstring), via
+    :func:`monai.apps.detection.transforms.box_ops.convert_mask_to_box`; :class:`BoxesToMask` of a rectangle's
+    box gives the rectangle back. Components are ordered by label (raster order of their first pixel)."""
 
     def __call__(self, mask: NdarrayOrTensor) -> np.ndarray:
         """
@@ -278,8 +313,11 @@ class MasksToBoxes(Transform):
             array = array.any(axis=0)
         if array.ndim != 2:
             raise ValueError(f"expected a mask (1, H, W) or (H, W), got shape {array.shape}.")
-        labels = label_components(array > 0, connectivity=2)
-        boxes = [[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in ndimage.find_objects(labels) if s]
+        labels, count = label_components(array > 0, connectivity=2, return_num=True)
+        if count == 0:
+            return np.zeros((0, 4), dtype=np.int64)
+        per_component = (labels[None] == np.arange(1, count + 1)[:, None, None]).astype(np.int16)
+        boxes, _ = convert_mask_to_box(per_component, bg_label=0, box_dtype=np.int64)
         return np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
 
 
@@ -576,8 +614,12 @@ class RandResizedCropd(RandomizableTransform, MapTransform):
         return d
 
 
-class ResizeShortSide(Transform):
+class ResizeShortSide(Resize):
     """Resize ``(C, H, W)`` so that the shorter side is ``size`` (aspect ratio kept, the longer side rounded).
+
+    A MONAI :class:`~monai.transforms.Resize` whose output size follows from the input: on a MetaTensor the
+    operation is recorded and :meth:`inverse` resizes back to the original size (with the recorded ``mode``, no
+    anti-aliasing, as MONAI's ``Resize.inverse``).
 
     Args:
         size: target length of the shorter side.
@@ -588,21 +630,31 @@ class ResizeShortSide(Transform):
     def __init__(self, size: int, mode: str = "bilinear", anti_aliasing: bool = False) -> None:
         if size < 1:
             raise ValueError(f"size must be >= 1, got {size!r}.")
-        self.size, self.mode, self.anti_aliasing = int(size), mode, anti_aliasing
+        super().__init__(spatial_size=int(size), mode=mode, anti_aliasing=anti_aliasing)
+        self.size = int(size)
 
-    def __call__(self, img: NdarrayOrTensor, mode: str | None = None, anti_aliasing: bool | None = None):
-        height, width = int(img.shape[1]), int(img.shape[2])
+    def short_side_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The output ``(H', W')`` for an ``(H, W)`` input."""
         scale = self.size / min(height, width)
         if height <= width:
-            new = (self.size, max(self.size, int(round(width * scale))))
-        else:
-            new = (max(self.size, int(round(height * scale))), self.size)
+            return self.size, max(self.size, int(round(width * scale)))
+        return max(self.size, int(round(height * scale))), self.size
+
+    def __call__(
+        self, img: NdarrayOrTensor, mode: str | None = None, anti_aliasing: bool | None = None, lazy: bool | None = None
+    ):
+        new = self.short_side_shape(int(img.shape[1]), int(img.shape[2]))
         aa = self.anti_aliasing if anti_aliasing is None else anti_aliasing
-        return Resize(new, mode=mode or self.mode, anti_aliasing=aa)(img)
+        mode = mode or self.mode
+        lazy_ = self.lazy if lazy is None else lazy
+        img = convert_to_tensor(img, track_meta=get_track_meta())
+        dtype = get_equivalent_dtype(self.dtype or img.dtype, torch.Tensor)
+        return resize(img, new, mode, self.align_corners, dtype, 2, aa, self.anti_aliasing_sigma, lazy_,
+                      self.get_transform_info())
 
 
-class ResizeShortSided(MapTransform):
-    """Dictionary wrapper of :class:`ResizeShortSide` with a mode and anti-aliasing flag per key."""
+class ResizeShortSided(MapTransform, InvertibleTransform):
+    """Dictionary wrapper of :class:`ResizeShortSide` with a mode and anti-aliasing flag per key; invertible."""
 
     def __init__(
         self,
@@ -622,4 +674,10 @@ class ResizeShortSided(MapTransform):
         d = dict(data)
         for key, mode, aa in self.key_iterator(d, self.mode, self.anti_aliasing):
             d[key] = self.resizer(d[key], mode=mode, anti_aliasing=aa)
+        return d
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.resizer.inverse(d[key])
         return d

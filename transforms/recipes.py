@@ -51,7 +51,7 @@ from .busi import (
     ResizeShortSided,
 )
 
-__all__ = ["LABEL_MODES", "STAGES", "busi_eval_transforms", "busi_train_transforms", "segmentation_transforms"]
+__all__ = ["LABEL_MODES", "STAGES", "busi_eval_transforms", "busi_image_transforms", "busi_train_transforms", "segmentation_transforms"]
 
 
 STAGES = ("train", "validate", "inference")
@@ -248,3 +248,17 @@ def busi_eval_transforms(
     ]
     return Compose(steps + _finish())
 
+
+def busi_image_transforms(image_size: int = 256, image_key: str = "image") -> Compose:
+    """The image path of :func:`busi_eval_transforms` after loading, keeping the meta data:
+    short side -> ``image_size`` (bilinear, anti-aliased), centre crop, [0, 255] -> [-1, 1].
+
+    The recipe drops the meta data (``track_meta=False``, for collation); a predictor needs it to invert the
+    geometry, hence this image-only variant (tested to give the recipe's image exactly).
+    """
+    return Compose([
+        ResizeShortSided(image_key, image_size, mode="bilinear", anti_aliasing=True),
+        CenterSpatialCropd(image_key, roi_size=image_size),
+        ScaleIntensityRanged(image_key, a_min=0.0, a_max=255.0, b_min=-1.0, b_max=1.0, clip=True),
+        EnsureTyped(image_key, dtype=torch.float32, track_meta=True),
+    ])

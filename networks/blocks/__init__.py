@@ -12,10 +12,24 @@ from .attention import (
     list_attention_blocks,
     register_attention,
 )
-from .pam import ChannelAttention, ProgressiveAttention, SliceAttention, key_slice_descriptor, key_slice_mask, pool_over
-from .zoo import CBAMChannelGate, CBAMSpatialGate, ChannelSliceAttention, ConvBlockAttention, ProjectExcite, SliceChannelAttention
 from .attention_gate import AttentionGate, SkipPassThrough, get_skip_gate
 from .norm import LayoutPreservingInstanceNorm, replace_instance_norms
+from .pam import (
+    ChannelAttention,
+    ProgressiveAttention,
+    SliceAttention,
+    key_slice_descriptor,
+    key_slice_mask,
+    pool_over,
+)
+from .zoo import (
+    CBAMChannelGate,
+    CBAMSpatialGate,
+    ChannelSliceAttention,
+    ConvBlockAttention,
+    ProjectExcite,
+    SliceChannelAttention,
+)
 
 __all__ = [
     "AttentionGate",

@@ -38,7 +38,6 @@ from types import MappingProxyType
 from typing import Any
 
 import torch.nn as nn
-
 from monai.networks.blocks import ChannelSELayer
 
 from networks.registry import lookup

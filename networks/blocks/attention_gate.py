@@ -22,10 +22,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from monai.networks.layers.factories import Act, Conv
 
-from .attention import check_options, get_attention_spec, is_skip_gate, register_attention
+from .attention import (
+    check_options,
+    get_attention_spec,
+    is_skip_gate,
+    register_attention,
+)
 from .checks import check_positive, check_spatial_dims
 
 __all__ = ["AttentionGate", "SkipPassThrough", "get_skip_gate", "is_skip_gate"]

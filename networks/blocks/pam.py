@@ -17,10 +17,14 @@ import math
 
 import torch
 import torch.nn as nn
-
 from monai.networks.layers.factories import Act
 
-from .checks import check_block_input, check_positive, check_spatial_dims, normalise_slice_axis
+from .checks import (
+    check_block_input,
+    check_positive,
+    check_spatial_dims,
+    normalise_slice_axis,
+)
 
 __all__ = [
     "SliceAttention",

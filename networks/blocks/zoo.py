@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-
 from monai.networks.blocks import ChannelSELayer
 from monai.networks.layers.factories import Act, Conv, Norm, split_args
 
-from .attention import SLICE_BLOCK_VNET, plain_block_builder, register_attention, slice_block_builder
+from .attention import (
+    SLICE_BLOCK_VNET,
+    plain_block_builder,
+    register_attention,
+    slice_block_builder,
+)
 from .checks import check_block_input, check_positive, check_spatial_dims
 from .pam import SliceAttention, pool_over
 

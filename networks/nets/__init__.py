@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from .encoder_decoder import AttentionEncoderDecoder, DecoderLevel, EncoderLevel
+from .lanet import LANet, ResNetClassifier, ResNetFeatures
 from .unet import AttentionUNet
 from .vnet import AttentionVNet
-from .lanet import LANet, ResNetClassifier, ResNetFeatures
 
 __all__ = [
     "AttentionEncoderDecoder",

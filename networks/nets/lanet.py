@@ -33,6 +33,7 @@ from monai.networks.nets.resnet import ResNet
 from networks.blocks.checks import check_spatial_dims
 from networks.blocks.zoo import ConvBlockAttention
 from networks.registry import register_network
+from networks.utils import extract_model_state
 
 __all__ = [
     "LANET_BACKBONES",
@@ -100,9 +101,10 @@ class ResNetFeatures(ResNet):
             self.load_backbone_weights(backbone_weights)
 
     def load_backbone_weights(self, path: str) -> None:
-        """Load a local state dict (a plain dict, or one under ``"state_dict"``/``"model"``/``"network"``).
+        """Load a local state dict (anything :func:`networks.utils.extract_model_state` reads: a plain dict, one
+        under ``"state_dict"``/``"model"``/``"network"``, a DDP-saved one).
 
-        ``module.`` and ``backbone.`` prefixes are stripped and classifier keys (``fc.*``) ignored; every other
+        ``backbone.`` prefixes are stripped and classifier keys (``fc.*``) ignored; every other
         key must match.
 
         Raises:
@@ -112,17 +114,8 @@ class ResNetFeatures(ResNet):
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"backbone weights file {path!r} does not exist (weights are never downloaded).")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model", "network"):
-            if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
-                state = state[key]
-        cleaned = {}
-        for k, v in state.items():
-            for prefix in ("module.", "backbone."):
-                if k.startswith(prefix):
-                    k = k[len(prefix):]
-            if not k.startswith("fc."):
-                cleaned[k] = v
+        state = extract_model_state(torch.load(path, map_location="cpu", weights_only=True))
+        cleaned = {k.removeprefix("backbone."): v for k, v in state.items() if not k.startswith("fc.")}
         try:
             self.load_state_dict(cleaned, strict=True)
         except RuntimeError as e:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
-from .lanet import LANetEvalStep, LANetTrainStep, batch_to_device
+from .lanet import (
+    LANetEvalStep,
+    LANetTrainStep,
+    batch_to_device,
+    check_stage,
+    load_stage1_weights,
+)
 
-__all__ = ['LANetEvalStep', 'LANetTrainStep', 'batch_to_device']
+__all__ = ["LANetEvalStep", "LANetTrainStep", "batch_to_device", "check_stage", "load_stage1_weights"]

@@ -4,20 +4,88 @@ LA-Net (Fan et al., Medical Image Analysis 90 (2023) 102960) returns ``{"logits"
 and its losses need the ground-truth mask and the ``has_mask`` flags, so MONAI's ``SupervisedTrainer`` /
 ``SupervisedEvaluator`` get the iteration functions of this module (``iteration_update``) instead of the default
 ``loss(pred, label)`` step. Both engines are built with ``decollate=False``: ``engine.state.output`` is one dict
-of batch tensors.
+of batch tensors. :func:`load_stage1_weights` starts stage 2 from stage 1's model.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn as nn
 from ignite.engine import Engine
 
 from networks.nets.lanet import split_outputs
 
-__all__ = ['LANetEvalStep', 'LANetTrainStep', 'batch_to_device']
+__all__ = ['LANetEvalStep', 'LANetTrainStep', 'batch_to_device', 'check_stage', 'load_stage1_weights']
+
+logger = logging.getLogger(__name__)
+
+_STAGE1_COMMAND = (
+    "python -m monai.bundle run training --config_file "
+    "\"['bundles/busi_lanet/configs/train.yaml','bundles/busi_lanet/configs/stage1.yaml']\""
+)
+
+
+def check_stage(stage: int, loss_function: Any) -> int:
+    """Fail clearly when ``stage`` and the loss disagree: ``train.yaml`` is stage 2; stage 1 is its overlay
+    ``stage1.yaml`` (which sets ``stage: 1`` and the mask loss), not a ``--stage 1`` override.
+
+    Returns:
+        ``stage``.
+
+    Raises:
+        ValueError: ``stage`` is not 1 or 2, or does not match the loss (mask loss in stage 1, joint loss in 2).
+    """
+    if int(stage) not in (1, 2):
+        raise ValueError(f"stage must be 1 or 2, got {stage!r}.")
+    is_mask_loss = type(loss_function).__name__ == "LANetMaskLoss"
+    if (int(stage) == 1) != is_mask_loss:
+        raise ValueError(
+            f"stage {stage} with the loss {type(loss_function).__name__}: train.yaml is stage 2 and stage 1 is the "
+            f"overlay stage1.yaml ({_STAGE1_COMMAND}); --stage alone no longer switches the stage."
+        )
+    return int(stage)
+
+
+def load_stage1_weights(network: nn.Module, path: str | None, resume_path: str | None = None) -> bool:
+    """Start LA-Net stage 2 from stage 1's model, saying in the log what was loaded.
+
+    Args:
+        network: the stage-2 network.
+        path: stage 1's best model (a ``CheckpointSaver`` ``model.pt``); None trains from the backbone
+            initialisation (``--lanet_weights null``).
+        resume_path: the stage's own last checkpoint when it resumes (its model replaces these weights, so
+            nothing is loaded).
+
+    Returns:
+        whether stage 1's weights were loaded.
+
+    Raises:
+        FileNotFoundError: ``path`` is set but missing (with the command that writes it and the opt-out).
+    """
+    if resume_path:
+        logger.info(f"stage 2 resumes from {resume_path}; stage 1's weights ({path}) are not loaded.")
+        return False
+    if path is None or str(path).lower() in ("", "none", "null"):
+        logger.info("stage 2 trains LA-Net from the backbone initialisation (lanet_weights is null).")
+        return False
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"stage 1's weights {path} do not exist (lanet_weights). Run stage 1 first ({_STAGE1_COMMAND} with the "
+            "same --output_dir), point --lanet_weights to a stage-1 model.pt, or pass --lanet_weights null to train "
+            "stage 2 from scratch."
+        )
+    device = next(network.parameters()).device
+    state = torch.load(path, map_location=device, weights_only=True)
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    network.load_state_dict(state, strict=True)
+    logger.info(f"stage 2 starts from stage 1's weights: loaded {os.path.abspath(path)}.")
+    return True
 
 
 def batch_to_device(batch: Mapping, device: torch.device, non_blocking: bool = False) -> dict[str, Any]:

@@ -1,17 +1,33 @@
-"""The report writer of an evaluation: per-case metrics of a metric handler -> CSV / JSON / Markdown."""
+"""The report writers of an evaluation: per-case metrics of a metric handler -> CSV / JSON / Markdown.
+
+* :class:`MetricsReportHandler`: the classification or segmentation report (with bootstrap CIs), plus the sections
+  of other report handlers in ``summary.json`` / ``summary.md``.
+* :class:`LocalisationReportHandler`: the per-image mask Dice / IoU of a
+  :class:`~pipelines.metrics.MaskLocalisationHandler` -> ``localisation.csv`` and a ``localisation`` section.
+
+A *section* handler (e.g. this module's :class:`LocalisationReportHandler`,
+:class:`~pipelines.evaluation.robustness.PGDRobustnessHandler`) has a ``section_name``, the ``section`` dict of the
+last run (None before) and ``markdown()``; :class:`MetricsReportHandler` adds them to its summary when it is attached
+after them.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import ignite.distributed as idist
+import numpy as np
 from ignite.engine import Engine, Events
 
 from ..metrics.handlers import ClassificationMetricsHandler, SegmentationMetricsHandler
 from .reports import (
     classification_markdown_table,
+    json_safe,
     markdown_table,
     write_classification_report,
     write_segmentation_report,
@@ -19,7 +35,7 @@ from .reports import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ['MetricsReportHandler']
+__all__ = ['LocalisationReportHandler', 'MetricsReportHandler']
 
 
 class MetricsReportHandler:
@@ -42,6 +58,8 @@ class MetricsReportHandler:
         seed: bootstrap seed.
         tag: TensorBoard text tag.
         step_transform: ``engine -> step`` for TensorBoard; default ``engine.state.epoch``.
+        sections: section handlers (``section_name``, ``section``, ``markdown()``) attached before this one:
+            ``summary.json[section_name] = section`` and their Markdown after the table in ``summary.md``.
     """
 
     def __init__(
@@ -57,6 +75,7 @@ class MetricsReportHandler:
         seed: int = 0,
         tag: str = "metrics_report",
         step_transform: Callable[[Engine], int] = lambda engine: engine.state.epoch,
+        sections: Sequence[Any] = (),
     ) -> None:
         if (metric_name is None) == (handler is None):
             raise ValueError("give exactly one of metric_name and handler.")
@@ -71,6 +90,7 @@ class MetricsReportHandler:
         self.seed = seed
         self.tag = tag
         self.step_transform = step_transform
+        self.sections = tuple(s for s in sections if s is not None)  # disabled config components are None
         self.summary: dict[str, Any] | None = None
         self.table: str | None = None
 
@@ -124,9 +144,91 @@ class MetricsReportHandler:
                 n_resamples=self.n_resamples, seed=self.seed, tag=self.tag,
             )
             self.table = markdown_table(self.summary, class_names, metrics)
+        if self.sections:
+            self._add_sections(writer, step)
         if writer is not None:
             writer.flush()
         n_cases = len(details["y_true"]) if isinstance(details, dict) else len(details)
         message = f"metrics report ({n_cases} cases) in {self.save_dir}:\n{self.table}"
         logger.info(message)
         print(message)
+
+    def _add_sections(self, writer: Any, step: int) -> None:
+        """Add the sections to ``summary.json`` and ``summary.md`` (and the TensorBoard text)."""
+        parts = [self.table or ""]
+        for section in self.sections:
+            if section.section is None:
+                raise RuntimeError(
+                    f"{type(section).__name__} has no result for this run: attach it before MetricsReportHandler."
+                )
+            self.summary[section.section_name] = section.section
+            parts.append(section.markdown())
+        with open(os.path.join(self.save_dir, "summary.json"), "w") as f:
+            json.dump(json_safe(self.summary), f, indent=2)
+        self.table = "\n\n".join(p.strip() for p in parts) + "\n"
+        with open(os.path.join(self.save_dir, "summary.md"), "w") as f:
+            f.write(self.table)
+        if writer is not None:
+            writer.add_text(self.tag, self.table, step)
+
+
+class LocalisationReportHandler:
+    """Writes the per-image localisation of a :class:`~pipelines.metrics.MaskLocalisationHandler` when the
+    evaluator completes: ``<save_dir>/localisation.csv`` (``case_id, iou, dice`` of each image with a mask) and the
+    ``section`` ``{"n", "threshold", "iou", "dice"}`` (means) for :class:`MetricsReportHandler`.
+
+    Only rank 0 writes under DDP (the metric handler gathers all ranks).
+
+    Args:
+        save_dir: report folder.
+        metric_name: name of the localisation metric in ``engine.state.metric_details`` (e.g. ``val_mask_dice``).
+        threshold: the metric's threshold, recorded in the section.
+        filename: CSV name.
+        section_name: key in ``summary.json``.
+    """
+
+    def __init__(
+        self,
+        save_dir: str,
+        metric_name: str,
+        threshold: float = 0.5,
+        filename: str = "localisation.csv",
+        section_name: str = "localisation",
+    ) -> None:
+        self.save_dir = save_dir
+        self.metric_name = metric_name
+        self.threshold = float(threshold)
+        self.filename = filename
+        self.section_name = section_name
+        self.section: dict[str, Any] | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def _reset(self, engine: Engine) -> None:
+        self.section = None
+
+    def __call__(self, engine: Engine) -> None:
+        details = getattr(engine.state, "metric_details", {})
+        if self.metric_name not in details:
+            raise KeyError(f"no metric details named {self.metric_name!r}; have {sorted(details)}.")
+        rows = list(details[self.metric_name])
+        mean = {k: float(np.mean([r[k] for r in rows])) if rows else float("nan") for k in ("iou", "dice")}
+        self.section = {"n": len(rows), "threshold": self.threshold, **mean}
+        if idist.get_rank() != 0:
+            return
+        os.makedirs(self.save_dir, exist_ok=True)
+        with open(os.path.join(self.save_dir, self.filename), "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["case_id", "iou", "dice"])
+            writer.writeheader()
+            writer.writerows({k: r[k] for k in ("case_id", "iou", "dice")} for r in rows)
+
+    def markdown(self) -> str:
+        """The localisation table of the last run."""
+        if self.section is None:
+            return ""
+        lines = ["## Localisation", "", "| Metric | Value | n |", "|---|---|---|"]
+        for key in ("iou", "dice"):
+            lines.append(f"| {key} | {self.section[key]:.3f} | {self.section['n']} |")
+        return "\n".join(lines) + "\n"

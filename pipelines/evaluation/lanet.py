@@ -1,35 +1,31 @@
-"""LA-Net evaluation (``bundles/busi_lanet``): classification report with CIs, localisation of the mask, PGD
-robustness, and one overview figure per image (image with predicted / true contours, mask probability, Grad-CAM)."""
+"""LA-Net evaluation figures (``bundles/busi_lanet``): one overview per image (image with predicted / true contours,
+mask probability, Grad-CAM), as a function and as an evaluator handler.
+
+The rest of the LA-Net evaluation runs on MONAI's ``SupervisedEvaluator`` with the project's handlers (see
+``bundles/busi_lanet/configs/evaluate.yaml``): :class:`~pipelines.metrics.ClassificationMetricsHandler` and
+:class:`~pipelines.evaluation.MetricsReportHandler` (classification report with bootstrap CIs),
+:class:`~pipelines.metrics.MaskLocalisationHandler` and :class:`~pipelines.evaluation.LocalisationReportHandler`
+(mask Dice / IoU), :class:`~pipelines.evaluation.PGDRobustnessHandler` (PGD) and :class:`LANetFigureHandler`.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import ignite.distributed as idist
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from ignite.engine import Engine, Events
+from monai.utils import evenly_divisible_all_gather
 
-from networks.nets.lanet import split_outputs
-
-from ..engines.lanet import batch_to_device
-from ..handlers.checkpoints import load_weights
-from ..metrics.classification import classification_report
-from ..metrics.localisation import mask_dice_iou
-from .reports import (
-    classification_markdown_table,
-    json_safe,
-    write_classification_report,
-)
-from .robustness import pgd_attack, to_minus_one_one
+from ..metrics.handlers import gather_strings
 from .saliency import grad_cam
 
-__all__ = ['evaluate_lanet', 'save_lanet_figure']
+__all__ = ["LANetFigureHandler", "save_lanet_figure"]
 
 
 def _to_2d(array, name: str, size: tuple[int, int] | None = None, mode: str = "bilinear") -> np.ndarray | None:
@@ -57,9 +53,10 @@ def save_lanet_figure(
     true_label: int | None = None,
     threshold: float = 0.5,
     dpi: int = 100,
-) -> str:
+    return_figure: bool = False,
+):
     """Write a PNG with three panels: the image with the predicted mask contour (red) and the ground-truth
-    contour (green); the predicted mask probability; the Grad-CAM heatmap over the image. The title reads
+    contour (green); the predicted mask probability with its colour bar; the Grad-CAM heatmap over the image. The title reads
     ``"predicted: <class> (<prob>)"`` (and the true class when given).
 
     Args:
@@ -74,9 +71,10 @@ def save_lanet_figure(
         true_label: optional true class index.
         threshold: mask contour level.
         dpi: resolution (the figure is 12 x 4.4 inches).
+        return_figure: return the matplotlib figure instead of writing ``path``.
 
     Returns:
-        ``path``.
+        ``path`` (or the figure).
 
     Raises:
         ValueError: ``probs`` and ``class_names`` disagree in length, or an input of the wrong shape.
@@ -108,8 +106,9 @@ def save_lanet_figure(
     if gt is not None and gt.max() > 0.5 > gt.min():
         axes[0].contour(gt, levels=[0.5], colors="lime", linewidths=1.5)
     axes[0].set_title("image: prediction (red), ground truth (green)", fontsize=9)
-    if pred is not None:
-        axes[1].imshow(pred, cmap="viridis", vmin=0, vmax=1)
+    # the probability panel always carries its colour bar (an all-zero panel when the network predicts no mask)
+    prob = axes[1].imshow(pred if pred is not None else np.zeros_like(shown), cmap="viridis", vmin=0, vmax=1)
+    fig.colorbar(prob, ax=axes[1], fraction=0.046, pad=0.04, label="P(lesion)")
     axes[1].set_title("predicted mask probability", fontsize=9)
     axes[2].imshow(shown, cmap="gray", vmin=0, vmax=1)
     if heat is not None:
@@ -118,6 +117,8 @@ def save_lanet_figure(
     for ax in axes:
         ax.set_axis_off()
     fig.suptitle(title, fontsize=12)
+    if return_figure:
+        return fig
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fig.savefig(path, format="png")
@@ -128,136 +129,85 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "image"
 
 
-def _markdown(report: Mapping, robust: Mapping, localisation: Mapping) -> str:
-    lines = ["## Classification", "", classification_markdown_table(report), "", "## Localisation", "",
-             "| Metric | Value | n |", "|---|---|---|"]
-    for key in ("iou", "dice"):
-        lines.append(f"| {key} | {localisation[key]:.3f} | {localisation['n']} |")
-    lines += ["", f"## PGD robustness (eps {robust['eps']:.4f}, step {robust['step']:.4f}, {robust['steps']} steps)",
-              "", "| Metric | clean | PGD |", "|---|---|---|"]
-    for key in ("accuracy", "auc"):
-        lines.append(f"| {key} | {robust['clean'][key]:.3f} | {robust['pgd'][key]:.3f} |")
-    return "\n".join(lines) + "\n"
+def _default_case_ids(batch: Any) -> list[str]:
+    return [str(c) for c in batch["case_id"]]
 
 
-def evaluate_lanet(
-    network: nn.Module,
-    dataloader,
-    out_dir: str,
-    class_names: Sequence[str],
-    ckpt_path: str | None = None,
-    device: torch.device | str = "cpu",
-    pgd_eps: float = 8 / 255,
-    pgd_step: float = 2 / 255,
-    pgd_steps: int = 4,
-    pgd_random_start: bool = True,
-    figures: bool = True,
-    target_layer: str = "backbone.layer4",
-    n_resamples: int = 1000,
-    seed: int = 0,
-    threshold: float = 0.5,
-    log_dir: str | None = None,
-) -> dict[str, Any]:
-    """Evaluate a trained LA-Net (or classifier) on a BUSI test set.
+class LANetFigureHandler:
+    """Writes :func:`save_lanet_figure` for every image an evaluator sees: ``<save_dir>/<case_id>.png``.
 
-    Writes to ``out_dir``: ``predictions.csv``, ``summary.json`` and ``summary.md`` of
-    :func:`~pipelines.evaluation.reports.write_classification_report` (accuracy, AUC, sensitivity, specificity, F1, ... with
-    bootstrap CIs; ``summary.json`` also gets ``localisation`` and ``robustness``, ``summary.md`` the tables below),
-    ``localisation.csv`` (per image with a mask: IoU and Dice of the mask upsampled bilinearly to the image and
-    thresholded at ``threshold``), ``robustness.json`` (accuracy and AUC clean and under PGD in the [0, 1] image
-    space: ``x01 = (x + 1) / 2``, the network sees ``x01 * 2 - 1``) and ``figures/<case>.png``
-    (:func:`~pipelines.evaluation.save_lanet_figure`).
+    Reads ``image``, ``pred`` (class probabilities), ``label``, ``mask_prob``, ``mask`` and ``has_mask`` of the
+    evaluator output (the LA-Net iterations of :mod:`pipelines.engines.lanet`, ``decollate=False``) and the case ids
+    of ``engine.state.batch``; Grad-CAM of ``target_layer`` (:func:`~pipelines.evaluation.saliency.grad_cam`) is
+    computed on every rank, the per-image arrays are gathered, and only rank 0 writes.
 
     Args:
-        network: the network (on ``device``).
-        dataloader: batches of :func:`transforms.recipes.busi_eval_transforms` items.
-        out_dir: output folder (created).
-        class_names: indexed by label.
-        ckpt_path: weights to load first (None: use the network as it is).
-        device: where to run.
-        pgd_eps, pgd_step, pgd_steps, pgd_random_start: the attack (see :func:`pipelines.evaluation.robustness.pgd_attack`).
-        figures: write one figure per image.
-        target_layer: Grad-CAM layer.
-        n_resamples, seed, threshold: bootstrap resamples, seed and decision threshold of the report.
-        log_dir: optional TensorBoard folder for the Markdown summary.
-
-    Returns:
-        ``{"report", "localisation", "robustness", "markdown"}``.
+        save_dir: figure folder (created).
+        class_names: names indexed by class.
+        target_layer: Grad-CAM layer; None draws no heatmap.
+        threshold: mask contour level.
+        case_id_transform: ``engine.state.batch`` -> one id per image (default: ``batch["case_id"]``).
+        dpi: figure resolution.
     """
-    device = torch.device(device)
-    if ckpt_path is not None:
-        load_weights(network, ckpt_path, required=True)
-    network.eval()
-    os.makedirs(out_dir, exist_ok=True)
-    y_true, probs, adv_probs, case_ids, loc_rows = [], [], [], [], []
-    batch_index = 0
-    for batch in dataloader:
-        data = batch_to_device(batch, device)
-        ids = [str(c) for c in batch.get("case_id", [f"case_{len(case_ids) + i:04d}" for i in range(len(data["label"]))])]
-        with torch.no_grad():
-            logits, mask = split_outputs(network(data["image"]))
-        p = torch.softmax(logits.float(), dim=1)
-        x01 = ((data["image"] + 1.0) / 2.0).clamp(0, 1)
-        adv = pgd_attack(network, x01, data["label"], eps=pgd_eps, step=pgd_step, steps=pgd_steps,
-                         random_start=pgd_random_start, normalize=to_minus_one_one, seed=seed + batch_index)
-        with torch.no_grad():
-            adv_logits, _ = split_outputs(network(to_minus_one_one(adv)))
-        y_true.append(data["label"].cpu())
-        probs.append(p.cpu())
-        adv_probs.append(torch.softmax(adv_logits.float(), dim=1).cpu())
-        case_ids += ids
-        if mask is not None:
-            dice, iou = mask_dice_iou(mask, data["mask"], threshold)
-            for i, flag in enumerate(data["has_mask"].cpu().tolist()):
-                if flag:
-                    loc_rows.append({"case_id": ids[i], "iou": float(iou[i]), "dice": float(dice[i])})
-        if figures:
-            cam = grad_cam(network, data["image"], target_layer=target_layer) if target_layer else None
-            for i, cid in enumerate(ids):
-                gt = data["mask"][i, 0] if int(data["has_mask"][i]) else None
-                save_lanet_figure(
-                    os.path.join(out_dir, "figures", f"{_safe_name(cid)}.png"), data["image"][i, 0], gt,
-                    None if mask is None else mask[i, 0], None if cam is None else cam[i, 0], class_names, p[i],
-                    true_label=int(data["label"][i]),
-                )
-        batch_index += 1
-    y_true_np = torch.cat(y_true).numpy()
-    probs_np, adv_np = torch.cat(probs).double().numpy(), torch.cat(adv_probs).double().numpy()
 
-    writer = None
-    if log_dir:
-        from torch.utils.tensorboard import SummaryWriter
+    def __init__(
+        self,
+        save_dir: str,
+        class_names: Sequence[str],
+        target_layer: str | None = "backbone.layer4",
+        threshold: float = 0.5,
+        case_id_transform: Callable[[Any], Sequence[str]] = _default_case_ids,
+        dpi: int = 100,
+    ) -> None:
+        self.save_dir = save_dir
+        self.class_names = tuple(class_names)
+        self.target_layer = target_layer
+        self.threshold = float(threshold)
+        self.case_id_transform = case_id_transform
+        self.dpi = dpi
+        self.written: list[str] = []
 
-        writer = SummaryWriter(log_dir=log_dir)
-    report = write_classification_report(y_true_np, probs_np, out_dir, class_names, case_ids=case_ids,
-                                         n_resamples=n_resamples, seed=seed, threshold=threshold)
-    adv_report = classification_report(y_true_np, adv_np, class_names, n_resamples=0, threshold=threshold)
-    robust = {
-        "eps": float(pgd_eps), "step": float(pgd_step), "steps": int(pgd_steps), "random_start": bool(pgd_random_start),
-        "space": "[0, 1] image before normalisation to [-1, 1]",
-        "n": int(len(y_true_np)),
-        "clean": {k: float(report["metrics"][k]["value"]) for k in ("accuracy", "auc")},
-        "pgd": {k: float(adv_report["metrics"][k]["value"]) for k in ("accuracy", "auc")},
-    }
-    localisation = {
-        "n": len(loc_rows), "threshold": threshold,
-        "iou": float(np.mean([r["iou"] for r in loc_rows])) if loc_rows else float("nan"),
-        "dice": float(np.mean([r["dice"] for r in loc_rows])) if loc_rows else float("nan"),
-    }
-    with open(os.path.join(out_dir, "robustness.json"), "w") as f:
-        json.dump(json_safe(robust), f, indent=2)
-    with open(os.path.join(out_dir, "localisation.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["case_id", "iou", "dice"])
-        w.writeheader()
-        w.writerows(loc_rows)
-    summary = dict(report, localisation=localisation, robustness=robust)
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(json_safe(summary), f, indent=2)
-    markdown = _markdown(report, robust, localisation)
-    with open(os.path.join(out_dir, "summary.md"), "w") as f:
-        f.write(markdown)
-    if writer is not None:
-        writer.add_text("evaluation", markdown, 0)
-        writer.close()
-    print(markdown)
-    return {"report": report, "localisation": localisation, "robustness": robust, "markdown": markdown}
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _reset(self, engine: Engine) -> None:
+        self.written = []
+
+    def __call__(self, engine: Engine) -> None:
+        out = engine.state.output
+        image = torch.as_tensor(out["image"]).float()
+        n = image.shape[0]
+        ids = [str(c) for c in self.case_id_transform(engine.state.batch)]
+        if len(ids) != n:
+            raise ValueError(f"{len(ids)} case ids for a batch of {n} images.")
+        network = getattr(engine.network, "module", engine.network)
+        cam = grad_cam(network, image, target_layer=self.target_layer) if self.target_layer else None
+        mask_prob = out.get("mask_prob")
+        arrays = {
+            "image": image, "probs": torch.as_tensor(out["pred"]).float(),
+            "label": torch.as_tensor(out["label"]).reshape(-1).float(),
+            "mask": torch.as_tensor(out["mask"]).float(), "has_mask": torch.as_tensor(out["has_mask"]).reshape(-1).float(),
+        }
+        if mask_prob is not None:
+            arrays["mask_prob"] = torch.as_tensor(mask_prob).float()
+        if cam is not None:
+            arrays["cam"] = torch.as_tensor(cam).float()
+        arrays = {k: v.detach() for k, v in arrays.items()}
+        if idist.get_world_size() > 1:
+            arrays = {k: evenly_divisible_all_gather(v.contiguous(), concat=True) for k, v in arrays.items()}
+            ids = gather_strings(ids)
+        if idist.get_rank() != 0:
+            return
+        arrays = {k: v.cpu() for k, v in arrays.items()}
+        for i, cid in enumerate(ids):
+            gt = arrays["mask"][i, 0] if arrays["has_mask"][i] > 0 else None
+            path = os.path.join(self.save_dir, f"{_safe_name(cid)}.png")
+            save_lanet_figure(
+                path, arrays["image"][i, 0], gt,
+                arrays["mask_prob"][i, 0] if "mask_prob" in arrays else None,
+                arrays["cam"][i, 0] if "cam" in arrays else None,
+                self.class_names, arrays["probs"][i], true_label=int(arrays["label"][i]),
+                threshold=self.threshold, dpi=self.dpi,
+            )
+            self.written.append(path)

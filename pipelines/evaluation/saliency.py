@@ -18,7 +18,23 @@ import torch.nn.functional as F
 
 from networks.nets.lanet import split_outputs
 
-__all__ = ['grad_cam']
+__all__ = ['grad_cam', 'strip_wrapper_prefix', 'unwrap_model']
+
+_WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The network inside ``DistributedDataParallel`` / ``DataParallel`` wrappers (nested ones too); others as is."""
+    while isinstance(model, _WRAPPERS):
+        model = model.module
+    return model
+
+
+def strip_wrapper_prefix(name: str) -> str:
+    """A module name of the wrapped model (``"module.backbone.layer4"``) as a name in the unwrapped one."""
+    while name.startswith("module."):
+        name = name[len("module."):]
+    return name
 
 
 def grad_cam(
@@ -38,7 +54,10 @@ def grad_cam(
         images: network inputs ``(B, C, H, W)``.
         class_idx: one class for all images, one per image, or None for the predicted classes.
         target_layer: module name in ``model.named_modules()``; ``"backbone.layer4"`` is the last stage of
-            the LA-Net backbones.
+            the LA-Net backbones. A model wrapped in ``DistributedDataParallel`` / ``DataParallel`` is unwrapped
+            first (:func:`unwrap_model`) and the wrapper's ``module.`` prefix, if given, is dropped: the maps are
+            computed on this process's replica, without the wrapper's gradient synchronisation (a backward pass
+            through DDP that reaches no parameter would leave its reducer waiting for the next iteration).
 
     Returns:
         ``(B, 1, H, W)`` float32 in [0, 1].
@@ -46,6 +65,7 @@ def grad_cam(
     Raises:
         ValueError: ``target_layer`` is not a module of ``model``.
     """
+    model, target_layer = unwrap_model(model), strip_wrapper_prefix(target_layer)
     modules = dict(model.named_modules())
     if target_layer not in modules:
         candidates = [n for n in modules if n.endswith("layer4") or n.endswith("features")]

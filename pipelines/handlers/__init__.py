@@ -7,15 +7,22 @@ from .checkpoints import (
     LAST_CHECKPOINT_PREFIX,
     BestMetricState,
     attach_handlers,
+    extract_model_state,
     latest_checkpoint,
     load_weights,
 )
-from .recipes import checkpoint_handlers, training_handlers, validation_handlers
+from .recipes import (
+    checkpoint_handlers,
+    evaluation_handlers,
+    training_handlers,
+    validation_handlers,
+)
 from .tensorboard import (
+    EpochPictureHandler,
     LANetTensorBoardHandler,
-    LearningRateLogger,
+    OptimizerParamsLogger,
     TensorBoardSliceHandler,
     overlay_rgb,
 )
 
-__all__ = ['BestMetricState', 'LANetTensorBoardHandler', 'LAST_CHECKPOINT_PREFIX', 'LearningRateLogger', 'TensorBoardSliceHandler', 'attach_handlers', 'checkpoint_handlers', 'checkpoints', 'latest_checkpoint', 'load_weights', 'overlay_rgb', 'recipes', 'tensorboard', 'training_handlers', 'validation_handlers']
+__all__ = ['BestMetricState', 'EpochPictureHandler', 'LANetTensorBoardHandler', 'LAST_CHECKPOINT_PREFIX', 'OptimizerParamsLogger', 'TensorBoardSliceHandler', 'attach_handlers', 'extract_model_state', 'checkpoint_handlers', 'checkpoints', 'evaluation_handlers', 'latest_checkpoint', 'load_weights', 'overlay_rgb', 'recipes', 'tensorboard', 'training_handlers', 'validation_handlers']

@@ -1,17 +1,27 @@
-"""Checkpoints of resumable bundle training: the newest interval checkpoint, best-metric state, loading weights."""
+"""Checkpoints of resumable bundle training: the newest interval checkpoint, best-metric state, loading weights.
+
+:func:`networks.utils.extract_model_state` (re-exported here) is the one place that turns whatever a checkpoint file holds (a bare state dict, a
+training state ``{"model": ..., "optimizer": ...}``, the state of a ``DistributedDataParallel`` / ``DataParallel``
+wrapper with ``module.`` key prefixes, a module) into the plain state dict of the network; :func:`load_weights`
+reads a file through it.
+"""
 
 from __future__ import annotations
 
 import glob
 import os
 import re
-from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 from ignite.engine import Engine
 
-__all__ = ['LAST_CHECKPOINT_PREFIX', 'BestMetricState', 'attach_handlers', 'latest_checkpoint', 'load_weights']
+from networks.utils import MODEL_STATE_KEYS, WRAPPER_PREFIXES, extract_model_state
+
+__all__ = [
+    'LAST_CHECKPOINT_PREFIX', 'MODEL_STATE_KEYS', 'WRAPPER_PREFIXES', 'BestMetricState', 'attach_handlers',
+    'extract_model_state', 'latest_checkpoint', 'load_weights',
+]
 
 
 #: ``CheckpointSaver`` writes interval checkpoints as ``checkpoint_epoch=<N>.pt``; the bundles keep the last one.
@@ -77,8 +87,9 @@ def attach_handlers(engine: Engine, handlers) -> Engine:
 def load_weights(network: nn.Module, path: str | None, strict: bool = True, required: bool = False) -> bool:
     """Load a model state into ``network`` from a bundle checkpoint.
 
-    Accepts the ``model.pt`` a ``CheckpointSaver`` writes for the best metric (a bare state dict), an interval
-    checkpoint ``{"model": state, "optimizer": ...}`` or a plain state dict.
+    Accepts everything :func:`extract_model_state` does: the ``model.pt`` a ``CheckpointSaver`` writes for the best
+    metric (a bare state dict), an interval checkpoint ``{"model": state, "optimizer": ...}``, a plain state dict,
+    one saved from a ``DistributedDataParallel`` wrapper (``module.`` prefixes). ``network`` may itself be wrapped.
 
     Args:
         network: the network to fill.
@@ -96,9 +107,9 @@ def load_weights(network: nn.Module, path: str | None, strict: bool = True, requ
         if required:
             raise FileNotFoundError(f"checkpoint {path} does not exist; train first or pass --ckpt_path.")
         return False
+    if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        network = network.module
     device = next(network.parameters()).device
-    state = torch.load(path, map_location=device, weights_only=True)
-    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]
+    state = extract_model_state(torch.load(path, map_location=device, weights_only=True))
     network.load_state_dict(state, strict=strict)
     return True

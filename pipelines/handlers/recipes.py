@@ -1,16 +1,33 @@
 """The handler lists shared by the 3D segmentation bundles (BraTS, MALC, HVSMR), written once: training (lr
-schedule, validation, loss / lr to console and TensorBoard), checkpoint / resume, validation (best model,
-TensorBoard slices)."""
+schedule, validation, loss and learning rate to console and TensorBoard), checkpoint / resume, validation (best
+model, TensorBoard slices), and the checkpoint-loading lists of evaluation and inference.
+
+Every argument is keyword-only, so a bundle's YAML names what it passes::
+
+    handlers: "$pipelines.handlers.training_handlers(lr_scheduler=@lr_scheduler, validator=@validate#evaluator,
+        optimizer=@optimizer, log_dir=@log_dir, val_interval=@val_interval, show_progress=@show_progress)"
+"""
 
 from __future__ import annotations
 
-__all__ = ['checkpoint_handlers', 'training_handlers', 'validation_handlers']
+from collections.abc import Sequence
+
+from .tensorboard import OptimizerParamsLogger, TensorBoardSliceHandler
+
+__all__ = [
+    "checkpoint_handlers",
+    "evaluation_handlers",
+    "training_handlers",
+    "validation_handlers",
+]
 
 
-def training_handlers(lr_scheduler, validator, optimizer, log_dir: str, val_interval: int = 1,
-                      show_progress: bool = False) -> list:
+def training_handlers(
+    *, lr_scheduler, validator, optimizer, log_dir: str, val_interval: int = 1, show_progress: bool = False
+) -> list:
     """The trainer handlers of the 3D segmentation recipe: lr schedule (per epoch), validation every
-    ``val_interval`` epochs, loss to the console and TensorBoard, learning rate to TensorBoard, optional progress bar.
+    ``val_interval`` epochs, loss to the console and TensorBoard, learning rate to TensorBoard
+    (:class:`~pipelines.handlers.tensorboard.OptimizerParamsLogger`, scalar ``lr/group_0``), optional progress bar.
     """
     from ignite.handlers import ProgressBar
     from monai.handlers import (
@@ -21,22 +38,20 @@ def training_handlers(lr_scheduler, validator, optimizer, log_dir: str, val_inte
         from_engine,
     )
 
-    from .tensorboard import LearningRateLogger
-
     loss = from_engine(["loss"], first=True)
     handlers = [
         LrScheduleHandler(lr_scheduler=lr_scheduler, print_lr=True),
         ValidationHandler(validator=validator, epoch_level=True, interval=val_interval),
         StatsHandler(tag_name="train_loss", output_transform=loss),
         TensorBoardStatsHandler(log_dir=log_dir, tag_name="train_loss", output_transform=loss),
-        LearningRateLogger(optimizer, log_dir=log_dir),
+        OptimizerParamsLogger(optimizer, log_dir=log_dir),
     ]
     if show_progress:
         handlers.append(ProgressBar(persist=False))
     return handlers
 
 
-def checkpoint_handlers(ckpt_dir: str, network, optimizer, lr_scheduler, trainer, validator, device=None) -> list:
+def checkpoint_handlers(*, ckpt_dir: str, network, optimizer, lr_scheduler, trainer, validator, device=None) -> list:
     """Resume from the newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir`` (if any) and save the full training state
     (network, optimizer, scheduler, trainer, best validation score) there after every epoch.
 
@@ -57,13 +72,13 @@ def checkpoint_handlers(ckpt_dir: str, network, optimizer, lr_scheduler, trainer
     return handlers
 
 
-def validation_handlers(log_dir: str, ckpt_dir: str, network, slice_axis: int = -1,
-                        label_background: bool = False) -> list:
+def validation_handlers(
+    *, log_dir: str, ckpt_dir: str, network, slice_axis: int = -1, label_background: bool = False
+) -> list:
     """The validation handlers of the recipe: metrics to the console and TensorBoard, one picture of a slice per
     validation (inputs, label and prediction overlays), and the best model by the key metric as ``model.pt``."""
     from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandler
 
-    from .tensorboard import TensorBoardSliceHandler
 
     return [
         StatsHandler(iteration_log=False),
@@ -71,4 +86,17 @@ def validation_handlers(log_dir: str, ckpt_dir: str, network, slice_axis: int = 
         TensorBoardSliceHandler(log_dir=log_dir, slice_axis=slice_axis, label_background=label_background),
         CheckpointSaver(save_dir=ckpt_dir, save_dict={"model": network}, save_key_metric=True,
                         key_metric_filename="model.pt"),
+    ]
+
+
+def evaluation_handlers(*, ckpt_path: str, network, device=None, extra: Sequence = ()) -> list:
+    """The handlers of an evaluation or inference run of a trained network: load ``ckpt_path`` into ``network``
+    (MONAI ``CheckpointLoader``, key ``model``), the run's metrics to the console, then ``extra`` (e.g. the
+    evaluation's :class:`pipelines.evaluation.MetricsReportHandler`)."""
+    from monai.handlers import CheckpointLoader, StatsHandler
+
+    return [
+        CheckpointLoader(load_path=ckpt_path, load_dict={"model": network}, map_location=device),
+        StatsHandler(iteration_log=False),
+        *extra,
     ]

@@ -1,20 +1,28 @@
 """TensorBoard pictures and scalars the bundles need beyond MONAI's: image slices with mask overlays (3D
-segmentation), LA-Net's image / mask / Grad-CAM grid, the learning rate."""
+segmentation), LA-Net's image / mask / Grad-CAM grid, the learning rate.
+
+The pictures share one base, :class:`EpochPictureHandler` (a MONAI ``TensorBoardHandler``): the writer (on rank 0
+only under ``torch.distributed``), one picture per evaluator run from its first iteration, step = epoch (the
+trainer's epoch under MONAI's ``ValidationHandler``). A new panel subclasses it and overrides
+:meth:`EpochPictureHandler.make_engine_picture`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
+from monai.handlers.tensorboard_handlers import TensorBoardHandler
 from torch.utils.tensorboard import SummaryWriter
 
 from ..evaluation.saliency import grad_cam
 from ..metrics.localisation import upsample_mask
 
-__all__ = ['LANetTensorBoardHandler', 'LearningRateLogger', 'TensorBoardSliceHandler', 'overlay_rgb']
+__all__ = ['EpochPictureHandler', 'LANetTensorBoardHandler', 'OptimizerParamsLogger', 'TensorBoardSliceHandler', 'overlay_rgb']
 
 
 _PALETTE = np.array(
@@ -49,12 +57,60 @@ def overlay_rgb(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.
     return np.clip(rgb, 0.0, 1.0)
 
 
-class TensorBoardSliceHandler:
+class EpochPictureHandler(TensorBoardHandler):
+    """Base of the TensorBoard picture panels: one image per evaluator run, from its first iteration.
+
+    Attach to an evaluator (``val_handlers``). At the first ``ITERATION_COMPLETED`` of each run (``EPOCH_STARTED``
+    re-arms it) :meth:`make_engine_picture` builds a float RGB ``(3, H, W)`` picture in [0, 1] from the engine,
+    which is written under ``tag`` with step ``engine.state.epoch`` (the trainer's epoch under MONAI's
+    ``ValidationHandler``). Under ``torch.distributed`` only rank 0 creates a writer and draws (other ranks do
+    nothing, so a picture that runs the network, e.g. Grad-CAM, costs them nothing).
+
+    Subclasses override :meth:`make_engine_picture` only.
+
+    Args:
+        log_dir: TensorBoard folder (a ``SummaryWriter`` is created on rank 0) unless ``summary_writer`` is given.
+        summary_writer: an existing writer to reuse (not closed by :meth:`close`).
+        tag: image tag in TensorBoard.
+    """
+
+    def __init__(self, log_dir: str = "./runs", summary_writer: SummaryWriter | None = None, tag: str = "picture"):
+        self.rank = idist.get_rank()
+        if self.rank == 0:
+            super().__init__(summary_writer=summary_writer, log_dir=log_dir)
+        else:
+            self._writer, self.internal_writer = None, False
+        self.tag = tag
+        self._done = False
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _reset(self, engine: Engine) -> None:
+        self._done = False
+
+    def make_engine_picture(self, engine: Engine) -> np.ndarray | None:
+        """The picture of this run from ``engine.state`` (``output``, ``batch``) and the engine (``network``):
+        float ``(3, H, W)`` in [0, 1], or None to write nothing this time."""
+        raise NotImplementedError(f"{type(self).__name__} must implement make_engine_picture.")
+
+    def __call__(self, engine: Engine) -> None:
+        if self._done or self._writer is None:
+            return
+        self._done = True
+        picture = self.make_engine_picture(engine)
+        if picture is None:
+            return
+        self._writer.add_image(self.tag, picture, global_step=engine.state.epoch)
+        self._writer.flush()
+
+
+class TensorBoardSliceHandler(EpochPictureHandler):
     """Writes one picture per validation run: each input channel, then label and prediction overlays.
 
     The slice is taken along ``slice_axis`` (axial for NIfTI loaded as ``(C, X, Y, Z)``) where the label has the most
-    foreground, from the first item of the first batch. Attach to an evaluator; the step is ``engine.state.epoch``,
-    which MONAI's ``ValidationHandler`` sets to the trainer's epoch.
+    foreground, from the first item of the first batch. Attach to an evaluator; see :class:`EpochPictureHandler`.
 
     Args:
         log_dir: TensorBoard folder (a ``SummaryWriter`` is created) unless ``summary_writer`` is given.
@@ -76,19 +132,10 @@ class TensorBoardSliceHandler:
         pred_key: str = "pred",
         label_background: bool = False,
     ) -> None:
-        self._writer = summary_writer if summary_writer is not None else SummaryWriter(log_dir=log_dir)
-        self.tag = tag
+        super().__init__(log_dir=log_dir, summary_writer=summary_writer, tag=tag)
         self.slice_axis = slice_axis
         self.keys = (image_key, label_key, pred_key)
         self.label_background = label_background
-        self._done = False
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-
-    def _reset(self, engine: Engine) -> None:
-        self._done = False
 
     @staticmethod
     def _np(x) -> np.ndarray:
@@ -110,41 +157,53 @@ class TensorBoardSliceHandler:
         tiles.append(overlay_rgb(image[-1], pred))
         return np.concatenate(tiles, axis=2)
 
-    def __call__(self, engine: Engine) -> None:
-        if self._done:
-            return
+    def make_engine_picture(self, engine: Engine) -> np.ndarray:
         output = engine.state.output
         item = output[0] if isinstance(output, (list, tuple)) else output
         image, label, pred = (item[k] for k in self.keys)
         if isinstance(image, torch.Tensor) and image.ndim == label.ndim + 1:  # batched, not decollated
             image, label, pred = image[0], label[0], pred[0]
-        picture = self.make_picture(image, label, pred)
-        self._writer.add_image(self.tag, picture, global_step=engine.state.epoch)
-        self._writer.flush()
-        self._done = True
+        return self.make_picture(image, label, pred)
 
 
-class LearningRateLogger:
-    """Logs the optimizer's learning rate (first parameter group) to TensorBoard at every epoch end.
+class OptimizerParamsLogger:
+    """Ignite's :class:`~ignite.handlers.tensorboard_logger.OptimizerParamsHandler` on its own
+    :class:`~ignite.handlers.tensorboard_logger.TensorboardLogger`, attachable like a MONAI handler.
+
+    Logs ``param_name`` of every parameter group as ``[tag/]<param_name>/group_<i>`` (``lr/group_0`` by default) at
+    every epoch end, step = the epoch (so a resumed run continues the curve), and flushes each time. The writer is
+    created on :meth:`attach` (in ``log_dir``, next to MONAI's ``TensorBoardStatsHandler`` event file) and closed when
+    the run completes.
 
     Args:
-        optimizer: the optimizer whose ``param_groups[0]["lr"]`` is logged.
-        log_dir: TensorBoard folder unless ``summary_writer`` is given.
-        summary_writer: an existing writer to reuse.
-        tag: scalar tag.
+        optimizer: the optimizer whose parameter groups are logged.
+        log_dir: TensorBoard folder.
+        param_name: the parameter group entry, ``"lr"`` for the learning rate.
+        tag: optional prefix of the scalar names.
     """
 
-    def __init__(self, optimizer, log_dir: str = "./runs", summary_writer: SummaryWriter | None = None, tag: str = "lr"):
+    def __init__(self, optimizer, log_dir: str, param_name: str = "lr", tag: str | None = None) -> None:
         self.optimizer = optimizer
-        self._writer = summary_writer if summary_writer is not None else SummaryWriter(log_dir=log_dir)
+        self.log_dir = log_dir
+        self.param_name = param_name
         self.tag = tag
+        self.logger = None
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+        from ignite.handlers.tensorboard_logger import (
+            OptimizerParamsHandler,
+            TensorboardLogger,
+        )
 
-    def __call__(self, engine: Engine) -> None:
-        self._writer.add_scalar(self.tag, self.optimizer.param_groups[0]["lr"], engine.state.epoch)
-        self._writer.flush()
+        self.logger = TensorboardLogger(log_dir=self.log_dir)
+        self.logger.attach(
+            engine,
+            log_handler=OptimizerParamsHandler(self.optimizer, param_name=self.param_name, tag=self.tag),
+            event_name=Events.EPOCH_COMPLETED,
+        )
+        engine.add_event_handler(Events.EPOCH_COMPLETED, lambda _: self.logger.writer.flush())
+        engine.add_event_handler(Events.COMPLETED, lambda _: self.logger.close())
 
 
 def _gray_rgb(x: np.ndarray) -> np.ndarray:
@@ -159,33 +218,25 @@ def _heat_rgb(x: np.ndarray) -> np.ndarray:
     return np.stack([x, 1 - np.abs(2 * x - 1), 1 - x])
 
 
-class LANetTensorBoardHandler:
+class LANetTensorBoardHandler(EpochPictureHandler):
     """Each validation run, one TensorBoard picture per row of the first ``num_images`` images of the first batch:
     input, ground-truth mask, predicted mask (upsampled bilinearly to the image) and Grad-CAM on ``target_layer``.
 
-    Attach to the evaluator; the step is ``engine.state.epoch`` (the trainer's epoch under ``ValidationHandler``).
+    Attach to the evaluator; see :class:`EpochPictureHandler`. Grad-CAM runs on rank 0's replica of the network
+    (through a ``DistributedDataParallel`` wrapper, see :func:`pipelines.evaluation.saliency.grad_cam`).
 
     Args:
         log_dir: TensorBoard folder.
         num_images: rows of the grid.
         target_layer: Grad-CAM layer (see :func:`pipelines.evaluation.saliency.grad_cam`); None skips Grad-CAM.
         tag: image tag.
+        summary_writer: an existing writer to reuse instead of creating one in ``log_dir``.
     """
 
     def __init__(self, log_dir: str = "./runs", num_images: int = 4, target_layer: str | None = "backbone.layer4",
-                 tag: str = "val_lanet") -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self._writer = SummaryWriter(log_dir=log_dir)
-        self.num_images, self.target_layer, self.tag = int(num_images), target_layer, tag
-        self._done = False
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-
-    def _reset(self, engine: Engine) -> None:
-        self._done = False
+                 tag: str = "val_lanet", summary_writer: SummaryWriter | None = None) -> None:
+        super().__init__(log_dir=log_dir, summary_writer=summary_writer, tag=tag)
+        self.num_images, self.target_layer = int(num_images), target_layer
 
     def make_picture(self, network: nn.Module, output: Mapping) -> np.ndarray:
         """Float RGB picture in [0, 1], ``(3, n * H, k * W)`` for ``n = min(num_images, batch)`` rows of ``H x W``
@@ -206,10 +257,5 @@ class LANetTensorBoardHandler:
             rows.append(np.concatenate(tiles, axis=2))
         return np.concatenate(rows, axis=1).astype(np.float32)
 
-    def __call__(self, engine: Engine) -> None:
-        if self._done:
-            return
-        picture = self.make_picture(engine.network, engine.state.output)
-        self._writer.add_image(self.tag, picture, global_step=engine.state.epoch)
-        self._writer.flush()
-        self._done = True
+    def make_engine_picture(self, engine: Engine) -> np.ndarray:
+        return self.make_picture(engine.network, engine.state.output)

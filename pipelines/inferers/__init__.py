@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .sliding_window import FastSlidingWindowInferer, window_starts
+from .sliding_window import FastSlidingWindowInferer, window_slices
 
-__all__ = ['FastSlidingWindowInferer', 'window_starts']
+__all__ = ['FastSlidingWindowInferer', 'window_slices']

@@ -1,16 +1,17 @@
 """Sliding-window inference for 2D and 3D networks that must see windows of exactly ``roi_size``.
 
 :class:`FastSlidingWindowInferer` is a drop-in replacement for MONAI's
-:class:`monai.inferers.SlidingWindowInferer` (same window grid, padding, blending and output shape, so with
-float32 and no test-time augmentation the results agree to rounding) with the options that make whole-volume
-inference cheaper or better:
+:class:`monai.inferers.SlidingWindowInferer` (the same window grid, computed by MONAI's own functions in
+:func:`window_slices`, and the same padding, blending and output shape, so with float32 and no test-time augmentation
+the results agree to rounding) with the options that make whole-volume inference cheaper or better:
 
 - mixed precision (``amp``): windows run under ``torch.autocast`` (bfloat16 on CPU, where AMX/AVX512-BF16 make it
   fast, float16 on CUDA); or, faster still and a little less accurate, a low-precision copy of the whole network
   (``network_dtype``); predictions are accumulated in float32 either way;
 - ``channels_last``: windows are laid out channels-last (``torch.channels_last_3d`` in 3D), which oneDNN and cuDNN
   convolutions prefer, and run through a copy of the network that keeps them channels-last from layer to layer
-  (channels-last weights, layout-preserving instance norms);
+  (channels-last weights, layout-preserving instance norms); the copy of a ``DistributedDataParallel`` /
+  ``DataParallel`` network is made of its ``.module``, never of the wrapper;
 - batching ``sw_batch_size`` windows per forward pass, a cached Gaussian importance map, and stitching on the CPU
   (``device`` / ``cpu_thresh``) when the output volume would not fit next to the network on the accelerator;
 - ``compile``: the network (or its low-precision copy) wrapped in ``torch.compile`` once per network and reused
@@ -35,8 +36,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
-from monai.data.utils import compute_importance_map
+from monai.data.utils import compute_importance_map, dense_patch_slices
 from monai.inferers import Inferer
+from monai.inferers.utils import _get_scan_interval
 from monai.utils import (
     BlendMode,
     PytorchPadMode,
@@ -52,39 +54,54 @@ from networks.blocks.norm import replace_instance_norms
 
 tqdm, _ = optional_import("tqdm", name="tqdm")
 
-__all__ = ["FastSlidingWindowInferer", "window_starts"]
+__all__ = ["FastSlidingWindowInferer", "window_slices"]
 
 _TTA_ACTIVATIONS = ("sigmoid", "softmax")
 
 
-def window_starts(image_size: int, roi_size: int, overlap: float) -> list[int]:
-    """Start indices of the windows along one axis: a regular grid whose last window is aligned to the end.
+def window_slices(
+    image_size: Sequence[int], roi_size: Sequence[int], overlap: Sequence[float] | float
+) -> list[tuple[slice, ...]]:
+    """The windows of a (padded) image: MONAI's sliding-window grid, in the order MONAI visits it.
 
-    The step is ``int(roi_size * (1 - overlap))`` (at least 1; a single window when ``roi_size == image_size``),
-    the grid MONAI's ``sliding_window_inference`` uses.
+    The scan interval along each axis is ``int(roi_size * (1 - overlap))`` (at least 1; the whole axis when
+    ``roi_size == image_size``), computed by :func:`monai.inferers.utils._get_scan_interval`, and the windows are
+    :func:`monai.data.utils.dense_patch_slices` of it (the last window along each axis aligned to the end): the grid
+    :func:`monai.inferers.sliding_window_inference` uses.
 
     Args:
-        image_size: length of the (padded) axis, ``>= roi_size``.
-        roi_size: window length along the axis.
-        overlap: fraction of ``roi_size`` shared by neighbouring windows, in ``[0, 1)``.
+        image_size: spatial size of the (padded) image, ``>= roi_size`` along every axis.
+        roi_size: window size, one entry per spatial axis.
+        overlap: fraction of ``roi_size`` shared by neighbouring windows, in ``[0, 1)``, one value or one per axis.
 
     Returns:
-        the sorted start indices; every window ``[s, s + roi_size)`` lies inside the axis and together they cover it.
+        one tuple of spatial slices per window (first axis slowest); every window ``[s, s + roi)`` lies inside the
+        image and together they cover it.
 
     Raises:
-        ValueError: when ``image_size < roi_size`` or ``overlap`` is outside ``[0, 1)``.
+        ValueError: when ``image_size`` and ``roi_size`` differ in length, ``image_size < roi_size`` along an axis
+            or an ``overlap`` is outside ``[0, 1)``.
     """
-    if image_size < roi_size:
+    image_size, roi_size = tuple(int(s) for s in image_size), tuple(int(r) for r in roi_size)
+    if len(image_size) != len(roi_size):
+        raise ValueError(f"image_size={image_size} and roi_size={roi_size} must have the same number of dims.")
+    if any(s < r for s, r in zip(image_size, roi_size)):
         raise ValueError(f"image_size={image_size} must be >= roi_size={roi_size} (pad the input first).")
-    if not 0 <= overlap < 1:
+    overlaps = tuple(float(o) for o in ensure_tuple_rep(overlap, len(roi_size)))
+    if not all(0 <= o < 1 for o in overlaps):
         raise ValueError(f"overlap must be in [0, 1), got overlap={overlap}.")
-    step = roi_size if roi_size == image_size else max(int(roi_size * (1 - overlap)), 1)
-    starts, start = [], 0
-    while start + roi_size < image_size:
-        starts.append(start)
-        start += step
-    starts.append(image_size - roi_size)
-    return starts
+    interval = _get_scan_interval(image_size, roi_size, len(roi_size), overlaps)
+    return [
+        tuple(slice(int(w.start), int(w.stop)) for w in window)
+        for window in dense_patch_slices(image_size, roi_size, interval)
+    ]
+
+
+def _unwrap(network: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """The module inside a ``DataParallel`` / ``DistributedDataParallel`` wrapper, else ``network`` itself."""
+    if isinstance(network, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        return network.module
+    return network
 
 
 def _channels_last(t: torch.Tensor) -> torch.Tensor:
@@ -265,8 +282,7 @@ class FastSlidingWindowInferer(Inferer):
         sw_device = torch.device(self.sw_device) if self.sw_device is not None else plain.device
         device = self._stitch_device(plain, padded_size)
 
-        grid = [window_starts(s, r, o) for s, r, o in zip(padded_size, roi_size, overlap)]
-        windows = [tuple(slice(s, s + r) for s, r in zip(starts, roi_size)) for starts in itertools.product(*grid)]
+        windows = window_slices(padded_size, roi_size, overlap)
         weight = self._importance_map(roi_size, sw_device)  # (1, 1, *roi_size) float32, or None for constant
         batch = plain.shape[0]
         total = batch * len(windows)
@@ -299,8 +315,9 @@ class FastSlidingWindowInferer(Inferer):
 
     def prepare_network(self, network: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         """The callable that runs the windows of one ``__call__``: ``network`` itself, or, for an ``nn.Module``
-        with ``network_dtype`` or ``channels_last``, its inference copy (:meth:`inference_copy`); compiled (and
-        cached per network) with ``compile``."""
+        with ``network_dtype`` or ``channels_last``, its inference copy (:meth:`inference_copy`, made of the module
+        inside a ``DataParallel`` / ``DistributedDataParallel`` wrapper); compiled (and cached per network) with
+        ``compile``."""
         is_module = isinstance(network, torch.nn.Module)
         if not is_module and (self.network_dtype is not None or self.compile):
             option = f"network_dtype={self.network_dtype}" if self.network_dtype is not None else "compile=True"
@@ -318,7 +335,7 @@ class FastSlidingWindowInferer(Inferer):
             cached = (module, torch.compile(module, backend=self.compile_backend, dynamic=False))
             self._compiled = (network, *cached)
         elif cached[0] is not network:
-            self._refresh_copy(network, cached[0])
+            self._refresh_copy(_unwrap(network), cached[0])
         return cached[1]
 
     def inference_copy(self, network: torch.nn.Module) -> torch.nn.Module:
@@ -326,8 +343,13 @@ class FastSlidingWindowInferer(Inferer):
         with channels-last convolution weights and every instance norm replaced by
         :class:`networks.blocks.LayoutPreservingInstanceNorm` (PyTorch's instance norm returns contiguous
         activations, which every following convolution would convert back: two copies per layer). ``network``
-        itself is left untouched."""
-        module = copy.deepcopy(network)
+        itself is left untouched.
+
+        A ``DataParallel`` / ``DistributedDataParallel`` wrapper is never copied (deep-copying one would copy its
+        process group and reducer, and its parameter names carry a ``module.`` prefix): the copy is made of the
+        wrapped ``network.module``, so the windows of each rank run on that rank's local module, with no collective
+        call per forward pass."""
+        module = copy.deepcopy(_unwrap(network))
         if self.network_dtype is not None:
             module = module.to(self.network_dtype)
         if self.channels_last:
@@ -338,7 +360,8 @@ class FastSlidingWindowInferer(Inferer):
     @staticmethod
     def _refresh_copy(source: torch.nn.Module, target: torch.nn.Module) -> None:
         """Copy ``source``'s current parameters and buffers into its cached low-precision copy, in place (the
-        compiled module keeps referring to the copy's tensors)."""
+        compiled module keeps referring to the copy's tensors). ``source`` is the unwrapped module (see
+        :meth:`inference_copy`)."""
         with torch.no_grad():
             targets = dict(itertools.chain(target.named_parameters(), target.named_buffers()))
             for name, value in itertools.chain(source.named_parameters(), source.named_buffers()):

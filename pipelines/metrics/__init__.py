@@ -23,11 +23,13 @@ from .classification import (
 )
 from .segmentation import (
     SEGMENTATION_METRICS,
+    PerChannelDice,
     SurfaceDistances,
     SurfaceMetrics,
     compute_segmentation_metrics,
     compute_surface_distances,
     dice,
+    dice_per_channel,
     hd95,
     image_diagonal_mm,
     nsd,
@@ -51,11 +53,13 @@ __all__ = [
     "sensitivity",
     "specificity",
     "SEGMENTATION_METRICS",
+    "PerChannelDice",
     "SurfaceDistances",
     "SurfaceMetrics",
     "compute_segmentation_metrics",
     "compute_surface_distances",
     "dice",
+    "dice_per_channel",
     "hd95",
     "image_diagonal_mm",
     "nsd",
@@ -69,9 +73,18 @@ from .handlers import (
     SegmentationMetricsHandler,
     foreground_output_transform,
 )
-from .localisation import MaskDiceMetric, mask_dice_iou, upsample_mask
+from .localisation import (
+    LOCALISATION_METRICS,
+    MaskLocalisationHandler,
+    MaskLocalisationMetrics,
+    mask_dice_iou,
+    upsample_mask,
+)
+
+# the former name of MaskLocalisationHandler, kept while tests/pipelines/handlers still import it
 
 __all__ += [
-    "ClassificationMetricsHandler", "MaskDiceMetric", "PerChannelMeanDice", "SegmentationMetricsHandler",
-    "foreground_output_transform", "handlers", "localisation", "mask_dice_iou", "upsample_mask",
+    "ClassificationMetricsHandler", "LOCALISATION_METRICS", "MaskLocalisationHandler",
+    "MaskLocalisationMetrics", "PerChannelMeanDice", "SegmentationMetricsHandler", "foreground_output_transform",
+    "handlers", "localisation", "mask_dice_iou", "upsample_mask",
 ]

@@ -2,7 +2,9 @@
 
 * :class:`SegmentationMetricsHandler`: Dice, HD95, NSD in mm per case and class (:class:`SurfaceMetrics`).
 * :class:`ClassificationMetricsHandler`: AUC (key metric), accuracy, F1, ... (:class:`ClassificationMetrics`).
-* :class:`PerChannelMeanDice`: MONAI's Dice, mean over channels as the key metric plus one value per channel.
+* :class:`PerChannelMeanDice`: per-channel Dice (:class:`PerChannelDice`, the empty-mask convention of
+  :class:`SegmentationMetricsHandler`), mean over channels as the key metric plus one value per channel: the
+  validation of a training run scores what the evaluation reports.
 
 The report writer that reads these handlers' per-case results is :class:`pipelines.evaluation.MetricsReportHandler`.
 """
@@ -19,19 +21,19 @@ import numpy as np
 import torch
 from ignite.engine import Engine
 from monai.handlers import IgniteMetricHandler
-from monai.metrics import DiceMetric
 
 from .classification import ClassificationMetrics
-from .segmentation import SEGMENTATION_METRICS, SurfaceMetrics
+from .segmentation import SEGMENTATION_METRICS, PerChannelDice, SurfaceMetrics
 
 __all__ = [
-    "ClassificationMetricsHandler", "PerChannelMeanDice", "SegmentationMetricsHandler", "foreground_output_transform"
+    "ClassificationMetricsHandler", "PerCaseMetricHandler", "PerChannelMeanDice", "SegmentationMetricsHandler",
+    "foreground_output_transform", "gather_strings",
 ]
 
 logger = logging.getLogger(__name__)
 
 
-def _gather_strings(values: list[str]) -> list[str]:
+def gather_strings(values: list[str]) -> list[str]:
     """Concatenate per-rank string lists in rank order (the order of MONAI's buffer gathering)."""
     if idist.get_world_size() <= 1:
         return values
@@ -52,7 +54,7 @@ def _default_case_ids(y_pred: Any, n: int, start: int) -> list[str]:
     return ids
 
 
-class _PerCaseMetricHandler(IgniteMetricHandler):
+class PerCaseMetricHandler(IgniteMetricHandler):
     """Shared plumbing: per-item extras from ``engine.state`` and the per-case ids."""
 
     def __init__(
@@ -98,14 +100,14 @@ class _PerCaseMetricHandler(IgniteMetricHandler):
 
     def case_ids(self) -> list[str]:
         """Ids of all cases seen this run (all ranks under DDP), in buffer order."""
-        return _gather_strings(list(self._case_ids))
+        return gather_strings(list(self._case_ids))
 
     def _publish(self, values: dict[str, float]) -> None:
         if self._engine is not None:
             self._engine.state.metrics.update(values)
 
 
-class SegmentationMetricsHandler(_PerCaseMetricHandler):
+class SegmentationMetricsHandler(PerCaseMetricHandler):
     """Per-case Dice, HD95 and NSD in mm for each class; mean Dice over classes as the (key) metric.
 
     After each run: ``engine.state.metrics[name]`` = mean over classes of the ``key`` metric's per-class mean
@@ -191,7 +193,7 @@ class SegmentationMetricsHandler(_PerCaseMetricHandler):
         return float(np.mean([means[f"{self.key}_{c}"] for c in self.class_names]))
 
 
-class ClassificationMetricsHandler(_PerCaseMetricHandler):
+class ClassificationMetricsHandler(PerCaseMetricHandler):
     """AUC (or another key) as the metric, every other classification metric into ``engine.state.metrics``.
 
     ``engine.state.metrics`` gets the keys of :func:`~pipelines.metrics.classification_report` (``auc``,
@@ -260,47 +262,48 @@ class ClassificationMetricsHandler(_PerCaseMetricHandler):
 class PerChannelMeanDice(IgniteMetricHandler):
     """Mean Dice over channels (the key metric) that also reports each channel under its own name.
 
-    ``engine.state.metrics[name]`` holds the mean over ``channel_names``; ``engine.state.metrics[f"{name}_{c}"]``
-    holds each channel's mean over cases, so TensorBoard and the console show e.g. ``val_mean_dice_TC``.
-    Channels are all channels of the prediction (set ``include_background`` for one-hot outputs with background).
+    ``engine.state.metrics[name]`` holds the mean over ``channel_names`` of each channel's mean over cases;
+    ``engine.state.metrics[f"{name}_{c}"]`` holds each channel's mean over cases, so TensorBoard and the console show
+    e.g. ``val_mean_dice_TC``. The Dice is :class:`~pipelines.metrics.PerChannelDice`: a channel empty in both
+    prediction and label scores 1, empty in exactly one 0 (no case drops out), the convention of
+    :class:`SegmentationMetricsHandler`, so on the same predictions both report the same mean Dice.
 
     Args:
         channel_names: one name per reported channel, e.g. ``("TC", "WT", "ET")``.
-        include_background: passed to :class:`~monai.metrics.DiceMetric` (keep channel 0 or not).
-        ignore_empty: passed to :class:`~monai.metrics.DiceMetric`: skip cases whose ground truth is empty.
-        output_transform: maps ``engine.state.output`` to ``(y_pred, y)``.
-        save_details: keep per-case scores in ``engine.state.metric_details``.
+        include_background: keep channel 0 (``False`` for one-hot outputs whose channel 0 is background).
+        output_transform: maps ``engine.state.output`` to ``(y_pred, y)``, binarised.
+        save_details: keep the per-case scores ``(cases, channels)`` in ``engine.state.metric_details[name]``.
     """
 
     def __init__(
         self,
         channel_names: Sequence[str],
         include_background: bool = True,
-        ignore_empty: bool = True,
         output_transform: Callable = lambda x: x,
         save_details: bool = True,
     ) -> None:
         self.channel_names = tuple(channel_names)
-        metric_fn = DiceMetric(include_background=include_background, reduction="mean_batch", ignore_empty=ignore_empty)
+        metric_fn = PerChannelDice(include_background=include_background)
         super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)
 
     def compute(self) -> float:
         per_channel = self.metric_fn.aggregate()
-        per_channel = torch.as_tensor(per_channel).flatten()
         if per_channel.numel() != len(self.channel_names):
             raise ValueError(
                 f"Dice has {per_channel.numel()} channels but {len(self.channel_names)} channel names were given: "
                 f"{self.channel_names}."
             )
+        values = per_channel.tolist()
         if self.save_details:
             if self._engine is None or self._name is None:
                 raise RuntimeError("call attach() before compute().")
             self._engine.state.metric_details[self._name] = self.metric_fn.get_buffer()
         if self._engine is not None and self._name is not None:
-            for name, value in zip(self.channel_names, per_channel.tolist()):
+            for name, value in zip(self.channel_names, values):
                 self._engine.state.metrics[f"{self._name}_{name}"] = value
         self._is_reduced = True
-        return float(torch.nanmean(per_channel).item())
+        # the reduction of SegmentationMetricsHandler: numpy mean of the per-channel means
+        return float(np.mean(values))
 
 
 def foreground_output_transform(pred_key: str = "pred", label_key: str = "label") -> Callable:

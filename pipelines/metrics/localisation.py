@@ -1,16 +1,33 @@
 """Localisation metrics of a predicted mask at a coarser grid than the image (LA-Net's ``m x m`` map): upsample
-bilinearly to the image, threshold, Dice / IoU per image."""
+bilinearly to the image, threshold, Dice / IoU per image with a ground-truth mask.
+
+One convention everywhere (the stage-1 checkpoint selection of ``bundles/busi_lanet`` and its evaluation report):
+the mask probabilities are upsampled bilinearly (``align_corners=False``) to the ground truth's size, thresholded
+(``>= threshold``, 0.5 by default), and only images with ``has_mask = 1`` count; an image whose prediction and
+ground truth are both empty scores 1 (Fan et al., Medical Image Analysis 90 (2023) 102960 report IoU and Dice this
+way).
+
+* :func:`mask_dice_iou`: the per-image values of a batch.
+* :class:`MaskLocalisationMetrics`: a MONAI ``Cumulative`` metric; its buffer is gathered across ranks under DDP.
+* :class:`MaskLocalisationHandler`: the ignite handler beside it (key or additional metric of an evaluator).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from ignite.metrics import Metric
+from monai.metrics import CumulativeIterationMetric
 
-__all__ = ['MaskDiceMetric', 'mask_dice_iou', 'upsample_mask']
+from .handlers import PerCaseMetricHandler
+
+__all__ = ["LOCALISATION_METRICS", "MaskLocalisationHandler", "MaskLocalisationMetrics", "mask_dice_iou",
+           "upsample_mask"]
+
+LOCALISATION_METRICS = ("dice", "iou")
 
 
 def upsample_mask(mask_prob: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -23,8 +40,8 @@ def mask_dice_iou(mask_prob: torch.Tensor, gt: torch.Tensor, threshold: float = 
 
     Images whose prediction and ground truth are both empty score 1.
     """
-    pred = upsample_mask(mask_prob, gt.shape[2:]) >= threshold
-    truth = gt > 0.5
+    pred = upsample_mask(torch.as_tensor(mask_prob), gt.shape[2:]) >= threshold
+    truth = torch.as_tensor(gt) > 0.5
     inter = (pred & truth).flatten(1).sum(1).double()
     p, t = pred.flatten(1).sum(1).double(), truth.flatten(1).sum(1).double()
     union = p + t - inter
@@ -34,38 +51,136 @@ def mask_dice_iou(mask_prob: torch.Tensor, gt: torch.Tensor, threshold: float = 
     return dice.cpu().numpy(), iou.cpu().numpy()
 
 
-class MaskDiceMetric(Metric):
-    """Mean Dice (or IoU) of the LA-Net mask, upsampled to the image size and thresholded, over the images
-    that have a ground-truth mask (``has_mask = 1``); reads ``mask_prob``, ``mask``, ``has_mask`` of the output.
+class MaskLocalisationMetrics(CumulativeIterationMetric):
+    """Per-image Dice and IoU of a coarse mask (:func:`mask_dice_iou`), accumulated over batches.
+
+    Each call adds one row per image to the buffer, ``(has_mask, dice, iou)`` as float64; :meth:`get_buffer`
+    gathers the rows of all ranks under DDP, so :meth:`aggregate` averages over every image with a mask.
+
+    Example::
+
+        metric = MaskLocalisationMetrics(threshold=0.5)
+        for batch in loader:
+            metric(y_pred=mask_prob, y=gt_mask, has_mask=has_mask)
+        metric.aggregate()  # {"dice": ..., "iou": ..., "n": ...}
+        metric.per_case(case_ids)  # [{"case_id", "dice", "iou"}, ...] of the images with a mask
 
     Args:
-        kind: ``"dice"`` or ``"iou"``.
-        threshold: probability threshold.
+        threshold: probability threshold of the upsampled mask.
     """
 
-    required_output_keys = ("mask_prob", "mask", "has_mask")
-    _skip_unrolling = True
+    def __init__(self, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.threshold = float(threshold)
 
-    def __init__(self, kind: str = "dice", threshold: float = 0.5, output_transform=lambda x: x, device="cpu"):
-        if kind not in ("dice", "iou"):
-            raise ValueError(f"kind must be 'dice' or 'iou', got {kind!r}.")
-        self.kind, self.threshold = kind, threshold
-        super().__init__(output_transform=output_transform, device=device)
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+        """Rows of one batch.
 
-    def reset(self) -> None:
-        self._values: list[float] = []
+        Args:
+            y_pred: mask probabilities ``(B, 1, m, n)``.
+            y: ground-truth masks ``(B, 1, H, W)``.
+            kwargs: ``has_mask`` ``(B,)`` flags (default: every image has a mask).
 
-    def update(self, output: Sequence) -> None:
-        """``output``: ``(mask_prob (B, 1, m, m), gt mask (B, 1, H, W), has_mask (B,))``."""
+        Returns:
+            ``(B, 3)`` float64 tensor of ``(has_mask, dice, iou)``.
+        """
+        if y is None:
+            raise ValueError("MaskLocalisationMetrics needs the ground-truth mask y.")
+        if y_pred.ndim != 4 or y.ndim != 4 or y_pred.shape[0] != y.shape[0]:
+            raise ValueError(f"y_pred and y must be (B, 1, h, w) and (B, 1, H, W), got {tuple(y_pred.shape)}, "
+                             f"{tuple(y.shape)}.")
+        has_mask = kwargs.get("has_mask")
+        flags = torch.ones(y.shape[0]) if has_mask is None else torch.as_tensor(has_mask).detach().reshape(-1)
+        if flags.numel() != y.shape[0]:
+            raise ValueError(f"{flags.numel()} has_mask flags for a batch of {y.shape[0]}.")
+        dice, iou = mask_dice_iou(y_pred, y, self.threshold)
+        flags = (flags.cpu() > 0).double()
+        return torch.stack([flags, torch.from_numpy(dice), torch.from_numpy(iou)], dim=1)
+
+    def _rows(self) -> torch.Tensor:
+        buffer = self.get_buffer()
+        if buffer is None:
+            return torch.zeros(0, 3, dtype=torch.float64)
+        return torch.as_tensor(buffer).reshape(-1, 3)
+
+    def per_case(self, case_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """``{"case_id", "dice", "iou"}`` of every buffered image with a mask, in buffer order.
+
+        Args:
+            case_ids: one id per buffered image (with or without a mask); default ``"case_0000"``, ...
+        """
+        rows = self._rows()
+        if case_ids is None:
+            case_ids = [f"case_{i:04d}" for i in range(rows.shape[0])]
+        if len(case_ids) != rows.shape[0]:
+            raise ValueError(f"{len(case_ids)} case ids for {rows.shape[0]} buffered images.")
+        return [
+            {"case_id": str(cid), "dice": float(row[1]), "iou": float(row[2])}
+            for cid, row in zip(case_ids, rows)
+            if row[0] > 0
+        ]
+
+    def aggregate(self) -> dict[str, float]:  # type: ignore[override]
+        """``{"dice", "iou"}`` means over the images with a mask (NaN when there is none) and their count ``n``."""
+        rows = self._rows()
+        rows = rows[rows[:, 0] > 0]
+        if rows.shape[0] == 0:
+            return {"dice": float("nan"), "iou": float("nan"), "n": 0}
+        return {"dice": float(rows[:, 1].mean()), "iou": float(rows[:, 2].mean()), "n": int(rows.shape[0])}
+
+
+def _lanet_mask_output(output: Any) -> tuple[Any, Any, Any]:
+    """``(mask_prob, mask, has_mask)`` of an LA-Net engine output (:mod:`pipelines.engines.lanet`)."""
+    return output["mask_prob"], output["mask"], output["has_mask"]
+
+
+class MaskLocalisationHandler(PerCaseMetricHandler):
+    """Mean mask Dice (or IoU) over the images with a mask, as an ignite metric of an evaluator.
+
+    Wraps :class:`MaskLocalisationMetrics` (gathered across ranks under DDP). After each run
+    ``engine.state.metrics[name]`` holds the ``kind`` mean and ``engine.state.metric_details[name]`` the per-image
+    rows ``{"case_id", "dice", "iou"}`` of the images with a mask. A batch without a predicted mask
+    (``mask_prob`` None: a plain classifier) adds nothing.
+
+    Args:
+        kind: ``"dice"`` or ``"iou"``, the reported mean.
+        threshold: probability threshold of the upsampled mask.
+        output_transform: ``engine.state.output`` -> ``(mask_prob (B, 1, m, n), mask (B, 1, H, W), has_mask (B,))``;
+            the default reads those keys of the LA-Net iterations' batch dict (engines built with ``decollate=False``).
+        case_id_transform: ``engine.state.batch`` -> one id per image, e.g. ``lambda batch: list(batch["case_id"])``.
+        save_details: keep the per-image rows in ``engine.state.metric_details[name]``.
+    """
+
+    def __init__(
+        self,
+        kind: str = "dice",
+        threshold: float = 0.5,
+        output_transform: Callable = _lanet_mask_output,
+        case_id_transform: Callable | None = None,
+        save_details: bool = True,
+    ) -> None:
+        if kind not in LOCALISATION_METRICS:
+            raise ValueError(f"kind must be one of {LOCALISATION_METRICS}, got {kind!r}.")
+        self.kind = kind
+        self.threshold = float(threshold)
+        self.rows: list[dict[str, Any]] = []
+        super().__init__(MaskLocalisationMetrics(threshold), output_transform, case_id_transform, save_details)
+
+    def update(self, output: Sequence[Any]) -> None:
+        if len(output) != 3:
+            raise ValueError(f"output_transform must give (mask_prob, mask, has_mask), got {len(output)} items.")
         mask_prob, gt, has_mask = output
         if mask_prob is None:
             return
-        flags = torch.as_tensor(has_mask).reshape(-1).bool().cpu()
-        if not bool(flags.any()):
-            return
-        dice, iou = mask_dice_iou(mask_prob, gt, self.threshold)
-        values = dice if self.kind == "dice" else iou
-        self._values.extend(float(v) for v in values[flags.numpy()])
+        self.metric_fn(mask_prob, torch.as_tensor(gt), has_mask=has_mask)
+        self._record_case_ids(mask_prob, len(mask_prob))
 
     def compute(self) -> float:
-        return float(np.mean(self._values)) if self._values else float("nan")
+        means = self.metric_fn.aggregate()
+        self.rows = self.metric_fn.per_case(self.case_ids())
+        if self.save_details:
+            if self._engine is None or self._name is None:
+                raise RuntimeError("call attach() before compute().")
+            self._engine.state.metric_details[self._name] = self.rows
+        self._is_reduced = True
+        return float(means[self.kind])

@@ -1,4 +1,5 @@
-"""Runs the real BraTS bundle configs end to end on tiny demo data: train, resume, evaluate, infer, verify."""
+"""Runs the real BraTS bundle configs end to end on tiny demo data: train, resume, evaluate (the overlay
+``[train.yaml, evaluate.yaml]``), infer (dataset root and plain folder), verify."""
 
 from __future__ import annotations
 
@@ -35,9 +36,13 @@ TRAIN = dict(SMALL, epochs=EPOCHS, val_interval=EPOCHS // 2, learning_rate=0.003
              batch_size=2)
 
 
-def _workflow(config: str, workflow_type: str, **override) -> ConfigWorkflow:
+EVALUATE = ["train.yaml", "evaluate.yaml"]  # the overlay on its base
+
+
+def _workflow(config, workflow_type: str, **override) -> ConfigWorkflow:
+    files = [config] if isinstance(config, str) else config
     wf = ConfigWorkflow(
-        config_file=str(CONFIGS / config),
+        config_file=[str(CONFIGS / c) for c in files],
         meta_file=str(CONFIGS / "metadata.json"),
         logging_file=str(CONFIGS / "logging.conf"),
         workflow_type=workflow_type,
@@ -102,7 +107,7 @@ def test_resume_continues_from_last_checkpoint(trained, tmp_path):
 
 @pytest.fixture(scope="module")
 def evaluated(trained):
-    wf = _workflow("evaluate.yaml", "eval", dataset_dir=trained["data"], output_dir=trained["out"], **SMALL)
+    wf = _workflow(EVALUATE, "eval", dataset_dir=trained["data"], output_dir=trained["out"], **SMALL)
     wf.run()
     state_metrics = dict(wf.parser.get_parsed_content("validate#evaluator").state.metrics)
     wf.finalize()
@@ -211,6 +216,46 @@ def test_network_matches_metadata_and_metadata_matches_schema():
             "_meta_#network_data_format#outputs#pred#spatial_shape": ROI,
         },
     )
+
+
+def test_training_selects_the_dice_that_evaluation_reports(tmp_path):
+    """Two epochs, validated after each: the best validation Dice of training (PerChannelMeanDice on the regions ->
+    0/1/2/4 -> regions map) is the mean Dice that ``evaluating`` reports for that checkpoint and fold."""
+    data = make_brats_demo(str(tmp_path / "data"), num_cases=5, shape=(32, 32, 24), seed=1)
+    small = dict(SMALL, roi_size=[32, 32, 24], dataset_dir=data, output_dir=str(tmp_path / "out"))
+    wf = _workflow("train.yaml", "train", **dict(small, epochs=2, val_interval=1, learning_rate=0.003,
+                                                   cache_rate=1.0, batch_size=2))
+    wf.run()
+    validator = wf.parser.get_parsed_content("validate#evaluator")
+    best, best_epoch = validator.state.best_metric, validator.state.best_metric_epoch
+    wf.finalize()
+    assert best_epoch in (1, 2)
+    wf = _workflow(EVALUATE, "eval", **small)
+    wf.run()
+    reported = wf.parser.get_parsed_content("validate#evaluator").state.metrics["val_mean_dice"]
+    wf.finalize()
+    assert reported == pytest.approx(best, abs=1e-6)
+
+    # inference takes a plain folder of volumes (cases side by side) as well as the dataset root
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    cases = sorted(p.name for p in Path(data).iterdir() if p.is_dir())[:2]
+    for case in cases:
+        for modality in ("t1", "t1ce", "t2", "flair"):
+            name = f"{case}_{modality}.nii.gz"
+            (flat / name).write_bytes((Path(data) / case / name).read_bytes())
+    outputs = {}
+    for source in (data, str(flat)):
+        pred_dir = tmp_path / f"pred_{Path(source).name}"
+        wf = _workflow("inference.yaml", "infer", input_dir=source, output_dir=small["output_dir"],
+                       pred_dir=str(pred_dir), **{k: small[k] for k in ("roi_size", "network_def#features",
+                                                                          "num_workers", "sw_batch_size")})
+        wf.run()
+        wf.finalize()
+        outputs[source] = {p.name: np.asarray(nib.load(p).dataobj) for p in pred_dir.iterdir()}
+    assert sorted(outputs[str(flat)]) == [f"{c}.nii.gz" for c in cases]
+    for name, labels in outputs[str(flat)].items():  # the same volumes give the same label maps
+        np.testing.assert_array_equal(labels, outputs[data][name])
 
 
 @pytest.mark.parametrize("attention", ["none", "se", "pam"])

@@ -1,9 +1,11 @@
-"""Runs the real LA-Net bundle configs on tiny BUSI-like demo data: stage 1, stage 2, evaluate, infer, verify."""
+"""Runs the real LA-Net bundle configs on tiny BUSI-like demo data: stage 1 (train.yaml + stage1.yaml), stage 2
+(train.yaml), evaluate (train.yaml + evaluate.yaml), infer, verify."""
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -26,14 +28,19 @@ SIZE = 128
 # rate had made the outcome depend on the machine's floating-point kernels.
 NUM_PER_CLASS = 20
 SMALL = {"image_size": SIZE, "num_workers": 0, "num_folds": 4, "fold": 0, "seed": 0, "batch_size": 4}
-STAGE1 = dict(SMALL, stage=1, epochs=6, learning_rate=3e-3, cache_rate=1.0, tb_num_images=2)
-STAGE2 = dict(SMALL, stage=2, epochs=10, learning_rate=3e-4, cache_rate=1.0, tb_num_images=2)
+STAGE1 = dict(SMALL, epochs=6, learning_rate=3e-3, cache_rate=1.0, tb_num_images=2)
+STAGE2 = dict(SMALL, epochs=10, learning_rate=3e-4, cache_rate=1.0, tb_num_images=2)
 NUM_VAL = 10
 
 
-def _workflow(config: str, workflow_type: str, **override) -> ConfigWorkflow:
+STAGE1_CONFIGS = ("train.yaml", "stage1.yaml")
+EVAL_CONFIGS = ("train.yaml", "evaluate.yaml")
+
+
+def _workflow(configs, workflow_type: str, **override) -> ConfigWorkflow:
+    configs = (configs,) if isinstance(configs, str) else configs
     wf = ConfigWorkflow(
-        config_file=str(CONFIGS / config),
+        config_file=[str(CONFIGS / c) for c in configs],
         meta_file=str(CONFIGS / "metadata.json"),
         logging_file=str(CONFIGS / "logging.conf"),
         workflow_type=workflow_type,
@@ -43,13 +50,28 @@ def _workflow(config: str, workflow_type: str, **override) -> ConfigWorkflow:
     return wf
 
 
-def _train(data: str, out: str, settings: dict) -> dict:
-    wf = _workflow("train.yaml", "train", dataset_dir=data, output_dir=out, **settings)
-    wf.run()
-    evaluator = wf.parser.get_parsed_content("validate#evaluator")
-    result = {"metrics": dict(evaluator.state.metrics), "best": evaluator.state.best_metric,
-              "loaded_stage1": wf.parser.get_parsed_content("load_stage1")}
-    wf.finalize()
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _train(configs, data: str, out: str, settings: dict) -> dict:
+    records = _Records()
+    logger = logging.getLogger("pipelines.engines.lanet")
+    logger.addHandler(records)
+    try:
+        wf = _workflow(configs, "train", dataset_dir=data, output_dir=out, **settings)
+        wf.run()
+        evaluator = wf.parser.get_parsed_content("validate#evaluator")
+        result = {"metrics": dict(evaluator.state.metrics), "best": evaluator.state.best_metric,
+                  "loaded_stage1": wf.parser.get_parsed_content("load_stage1"), "log": records.messages}
+        wf.finalize()
+    finally:
+        logger.removeHandler(records)
     return result
 
 
@@ -58,9 +80,15 @@ def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("busi_bundle")
     data = make_busi_demo(str(base / "data"), num_per_class=NUM_PER_CLASS, size=SIZE, seed=0, include_normal=False)
     out = str(base / "out")
-    stage1 = _train(data, out, STAGE1)
-    stage2 = _train(data, out, STAGE2)
-    return {"data": data, "out": out, "stage1": stage1, "stage2": stage2}
+    stage1 = _train(STAGE1_CONFIGS, data, out, STAGE1)
+    # one Dice: the evaluation of stage 1's best model on the same fold reports the Dice that selected it
+    wf = _workflow(EVAL_CONFIGS, "eval", dataset_dir=data, output_dir=out, eval_dir=str(base / "eval_stage1"),
+                   ckpt_path=f"{out}/stage1/models/model.pt", pgd=False, figures=False, n_resamples=0, **SMALL)
+    wf.run()
+    wf.finalize()
+    stage1["eval_summary"] = json.loads((base / "eval_stage1" / "summary.json").read_text())
+    stage2 = _train("train.yaml", data, out, STAGE2)
+    return {"data": data, "out": out, "stage1": stage1, "stage2": stage2, "base": base}
 
 
 def test_two_stages_learn_and_write_their_own_folders(trained):
@@ -72,6 +100,8 @@ def test_two_stages_learn_and_write_their_own_folders(trained):
         assert any(p.name.startswith("events.out.tfevents") for p in (out / f"stage{stage}" / "logs").iterdir())
     s1, s2 = trained["stage1"], trained["stage2"]
     assert not s1["loaded_stage1"] and s2["loaded_stage1"]  # stage 2 started from stage 1's model
+    assert s2["log"] == [f"stage 2 starts from stage 1's weights: loaded {out / 'stage1' / 'models' / 'model.pt'}."]
+    assert s1["log"] == []
     assert s1["best"] > 0.3, s1["metrics"]  # stage 1 best model by mask Dice
     assert {"val_mask_dice", "val_mask_iou", "val_accuracy", "accuracy", "auc"} <= set(s2["metrics"])
     assert s2["best"] >= 0.9, s2["metrics"]  # best validation accuracy (the checkpoint selection metric)
@@ -79,11 +109,32 @@ def test_two_stages_learn_and_write_their_own_folders(trained):
     assert s2["metrics"]["val_mask_dice"] > 0.25, s2["metrics"]
 
 
+def test_stage1_selection_dice_is_the_evaluation_dice(trained):
+    s1 = trained["stage1"]
+    localisation = s1["eval_summary"]["localisation"]
+    assert localisation["n"] == NUM_VAL and localisation["threshold"] == 0.5
+    assert localisation["dice"] == pytest.approx(s1["best"], rel=1e-9, abs=1e-12)
+    assert "robustness" not in s1["eval_summary"]  # --pgd false
+
+
+def test_learning_rate_is_in_tensorboard(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for stage, settings in ((1, STAGE1), (2, STAGE2)):
+        acc = EventAccumulator(str(Path(trained["out"]) / f"stage{stage}" / "logs"))
+        acc.Reload()
+        events = acc.Scalars("lr/group_0")
+        assert [e.step for e in events] == list(range(1, settings["epochs"] + 1))
+        assert [e.value for e in events] == pytest.approx([settings["learning_rate"]] * settings["epochs"])
+
+
 @pytest.fixture(scope="module")
 def evaluated(trained):
-    wf = _workflow("evaluate.yaml", "eval", dataset_dir=trained["data"], output_dir=trained["out"],
+    wf = _workflow(EVAL_CONFIGS, "eval", dataset_dir=trained["data"], output_dir=trained["out"],
                    n_resamples=50, **SMALL)
-    result = wf.parser.get_parsed_content("evaluate")
+    wf.run()
+    result = {"robustness": wf.parser.get_parsed_content("validate#robustness").section,
+              "metrics": dict(wf.parser.get_parsed_content("validate#evaluator").state.metrics)}
     wf.finalize()
     return result
 
@@ -98,11 +149,18 @@ def test_evaluation_writes_report_localisation_robustness_and_figures(trained, e
         entry = summary["metrics"][key]
         assert entry["ci_low"] <= entry["value"] <= entry["ci_high"], key
     assert summary["localisation"]["n"] == NUM_VAL and 0 <= summary["localisation"]["iou"] <= summary["localisation"]["dice"]
+    with open(eval_dir / "localisation.csv") as f:
+        loc_rows = list(csv.DictReader(f))
+    assert len(loc_rows) == NUM_VAL and list(loc_rows[0]) == ["case_id", "iou", "dice"]
+    assert np.mean([float(r["dice"]) for r in loc_rows]) == pytest.approx(summary["localisation"]["dice"])
     robust = json.loads((eval_dir / "robustness.json").read_text())
+    assert robust == summary["robustness"]
     assert robust["steps"] == 4 and robust["eps"] == pytest.approx(8 / 255)
     assert robust["clean"]["accuracy"] == pytest.approx(summary["metrics"]["accuracy"]["value"])
     assert robust["clean"]["auc"] >= 0.9, robust
     assert robust["clean"]["accuracy"] >= 0.9, robust  # the best model of the validation fold
+    # the evaluation of stage 2's best model reports the validation accuracy that selected it
+    assert robust["clean"]["accuracy"] == pytest.approx(trained["stage2"]["best"])
     # an all-foreground mask scores about 0.125 on these demo images (lesions cover ~7% of an image)
     assert summary["localisation"]["dice"] > 0.25, summary["localisation"]
     assert robust["pgd"]["auc"] < robust["clean"]["auc"], robust
@@ -111,6 +169,29 @@ def test_evaluation_writes_report_localisation_robustness_and_figures(trained, e
     assert "| accuracy |" in markdown and "PGD" in markdown and "| dice |" in markdown
     assert len(list((eval_dir / "figures").glob("*.png"))) == NUM_VAL
     assert evaluated["robustness"] == robust
+    assert evaluated["metrics"]["pgd_accuracy"] == robust["pgd"]["accuracy"]
+
+
+def test_stage2_without_stage1_weights_fails_clearly_unless_opted_out(tmp_path):
+    from monai.bundle import ConfigParser
+
+    def parser(**override):
+        p = ConfigParser()
+        p.read_config(str(CONFIGS / "train.yaml"))
+        p.update({"output_dir": str(tmp_path / "out"), "dataset_dir": "unused", "device": "$torch.device('cpu')",
+                  "image_size": 64, **override})
+        return p
+
+    with pytest.raises(Exception) as info:
+        parser().get_parsed_content("load_stage1")
+    chain, err = [], info.value
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__
+    missing = [e for e in chain if isinstance(e, FileNotFoundError)]
+    assert missing and str(tmp_path / "out" / "stage1" / "models" / "model.pt") in str(missing[0])
+    assert "--lanet_weights null" in str(missing[0]) and "stage1.yaml" in str(missing[0])
+    assert parser(lanet_weights=None).get_parsed_content("load_stage1") is False
 
 
 def test_inference_writes_csv_and_masks_at_image_size(trained, tmp_path):
@@ -161,6 +242,8 @@ def test_metadata_matches_schema_and_network():
     parser.read_config(str(CONFIGS / "train.yaml"))
     parser.update({"dataset_dir": "unused", "device": "$torch.device('cpu')"})
     net = parser.get_parsed_content("network_def").eval()
+    assert fmt["outputs"]["logits"]["type"] != "probabilities"  # raw scores: softmax gives the probabilities
+    assert not any(k.startswith("demo") for k in meta.get("eval_metrics", {}))  # demo numbers live in the model card
     shape = fmt["inputs"]["image"]["spatial_shape"]
     with torch.no_grad():
         out = net(torch.zeros(1, fmt["inputs"]["image"]["num_channels"], *shape))
@@ -170,20 +253,39 @@ def test_metadata_matches_schema_and_network():
 
 
 @pytest.mark.parametrize("stage", [1, 2])
-def test_stage_switch_selects_loss_rate_epochs_and_folder(stage):
+def test_stage_overlay_selects_loss_rate_epochs_metric_and_folder(stage):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "train.yaml"))
-    parser.update({"stage": stage, "output_dir": "/tmp/x", "dataset_dir": "unused", "device": "$torch.device('cpu')"})
+    parser.read_config([str(CONFIGS / c) for c in (STAGE1_CONFIGS if stage == 1 else ("train.yaml",))])
+    parser.update({"output_dir": "/tmp/x", "dataset_dir": "unused", "device": "$torch.device('cpu')"})
     loss = parser.get_parsed_content("loss")
     assert type(loss).__name__ == ("LANetMaskLoss" if stage == 1 else "LANetJointLoss")
     assert parser.get_parsed_content("learning_rate") == (1e-4 if stage == 1 else 3e-4)
     assert parser.get_parsed_content("epochs") == (10 if stage == 1 else 20)
     assert parser.get_parsed_content("ckpt_dir") == f"/tmp/x/stage{stage}/models"
-    assert parser.get_parsed_content("lanet_weights") == "/tmp/x/stage1/models/model.pt"
+    assert parser.get_parsed_content("check_stage") == stage
+    assert parser.get_parsed_content("train#trainer#iteration_update").stage == stage
+    assert list(parser.get_parsed_content("validate#key_metric")) == ["val_mask_dice" if stage == 1 else "val_accuracy"]
     if stage == 2:
         assert loss.pseudo_mode == "class_confidence"
+        assert parser.get_parsed_content("lanet_weights") == "/tmp/x/stage1/models/model.pt"
+    else:
+        assert parser.get_parsed_content("lanet_weights") is None and parser.get_parsed_content("load_stage1") is False
+
+
+def test_stage_override_without_the_overlay_is_refused():
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser.update({"stage": 1, "output_dir": "/tmp/x", "dataset_dir": "unused", "device": "$torch.device('cpu')"})
+    with pytest.raises(Exception) as info:
+        parser.get_parsed_content("check_stage")
+    err = info.value
+    while err.__cause__ is not None:
+        err = err.__cause__
+    assert isinstance(err, ValueError) and "stage1.yaml" in str(err)
 
 
 def test_box_labels_and_partial_annotation_reach_the_training_batches(tmp_path):

@@ -13,7 +13,12 @@ import torch
 import torch.nn as nn
 
 from networks.blocks.attention import list_attention_blocks
-from networks.registry import NETWORKS, get_network_spec, list_networks, register_network
+from networks.registry import (
+    NETWORKS,
+    get_network_spec,
+    list_networks,
+    register_network,
+)
 
 CASES = [
     pytest.param(name, label, id=f"{name}-{label}")

@@ -19,6 +19,8 @@ from transforms.busi import (
     PartialAnnotationd,
     RandResizedCrop,
     RandResizedCropd,
+    ResizeShortSide,
+    ResizeShortSided,
     load_busi_image,
     partial_annotation_ids,
 )
@@ -104,21 +106,69 @@ def test_boxes_from_two_components_and_back():
     mask[0, 5:8, 0:2] = 1
     mask[0, 7, 2] = 1  # diagonal-free extension of the second component (8-connected)
     boxes = MasksToBoxes()(mask)
-    np.testing.assert_array_equal(boxes, [[2, 1, 5, 3], [0, 5, 3, 8]])
+    # MONAI standard mode [row_min, col_min, row_max, col_max], exclusive maxima
+    np.testing.assert_array_equal(boxes, [[1, 2, 3, 5], [5, 0, 8, 3]])
+    assert boxes.dtype == np.int64
     rect = BoxesToMask()(boxes, (10, 8))
     assert rect.shape == (1, 10, 8) and rect.sum() == 6 + 9
+    assert rect[0, 1:3, 2:5].all() and rect[0, 5:8, 0:3].all()
     np.testing.assert_array_equal(MasksToBoxes()(rect), boxes)
     assert MasksToBoxes()(np.zeros((1, 4, 4))).shape == (0, 4)
-    np.testing.assert_array_equal(BoxesToMask()([[0.5, 0.5, 1.2, 1.0]], (3, 3))[0], [[1, 1, 0], [0, 0, 0], [0, 0, 0]])
+
+
+def test_single_pixel_box_and_diagonal_components():
+    mask = np.zeros((5, 6), bool)
+    mask[2, 4] = True
+    np.testing.assert_array_equal(MasksToBoxes()(mask), [[2, 4, 3, 5]])  # one pixel: [r, c, r + 1, c + 1]
+    mask[3, 5] = True  # touches diagonally: one 8-connected component
+    np.testing.assert_array_equal(MasksToBoxes()(torch.as_tensor(mask)[None]), [[2, 4, 4, 6]])
+    mask[0, 0] = True  # a second component, first in raster order
+    np.testing.assert_array_equal(MasksToBoxes()(mask), [[0, 0, 1, 1], [2, 4, 4, 6]])
+
+
+def test_boxes_to_mask_fractional_clipped_and_invalid():
+    # rows 0.5..1.2 -> 0..2 (floor / ceil), columns 0.5..1.0 -> 0..1
+    np.testing.assert_array_equal(BoxesToMask()([[0.5, 0.5, 1.2, 1.0]], (3, 3))[0], [[1, 0, 0], [1, 0, 0], [0, 0, 0]])
+    # clipped to the image; a box wholly outside is dropped
+    np.testing.assert_array_equal(
+        BoxesToMask()(torch.tensor([[-2.0, 1.0, 2.0, 9.0], [5.0, 5.0, 7.0, 7.0]]), (3, 4))[0],
+        [[0, 1, 1, 1], [0, 1, 1, 1], [0, 0, 0, 0]],
+    )
+    assert BoxesToMask()([], (2, 5)).shape == (1, 2, 5) and not BoxesToMask()([], (2, 5)).any()
+    with pytest.raises(ValueError, match="row_min, col_min, row_max, col_max"):
+        BoxesToMask()([[0, 1, 2]], (3, 3))
 
 
 def test_boxes_replace_mask(quirky_case):
     item = LoadBUSId()({"image": quirky_case["image"], "masks": quirky_case["masks"], "boxes": [[0, 0, 2, 3]]})
     out = BoxesToMaskd()(item)
-    assert out["has_mask"] == 1 and out["mask"].sum() == 6 and out["mask"][0, :3, :2].sum() == 6
+    assert out["has_mask"] == 1 and out["mask"].sum() == 6 and out["mask"][0, :2, :3].sum() == 6
     del item["boxes"]
     out = BoxesToMaskd()(item)
     assert out["has_mask"] == 0 and out["mask"].sum() == 0
+
+
+def test_resize_short_side_is_monai_resize_and_inverts():
+    from monai.data import MetaTensor
+    from monai.transforms import Resize
+
+    image = torch.arange(48 * 64, dtype=torch.float32).reshape(1, 48, 64)
+    resizer = ResizeShortSide(32, mode="bilinear", anti_aliasing=True)
+    out = resizer(MetaTensor(image))
+    assert out.shape == (1, 32, 43)  # 64 * 32 / 48 = 42.67 -> 43
+    ref = Resize((32, 43), mode="bilinear", anti_aliasing=True)(image)
+    torch.testing.assert_close(out.as_tensor(), torch.as_tensor(ref))
+    assert ResizeShortSide(32)(torch.zeros(1, 80, 40)).shape == (1, 64, 32)  # portrait: the columns are short
+    back = resizer.inverse(out)
+    assert back.shape == (1, 48, 64) and len(back.applied_operations) == 0
+    # the inverse is MONAI's: bilinear without anti-aliasing
+    torch.testing.assert_close(back.as_tensor(), Resize((48, 64), mode="bilinear")(out.as_tensor()), atol=1e-4, rtol=0)
+    resized = ResizeShortSided(("image", "mask"), 32, mode=("bilinear", "nearest-exact"))
+    d = resized({"image": MetaTensor(image), "mask": MetaTensor((image > 1000).float())})
+    assert d["image"].shape == d["mask"].shape == (1, 32, 43)
+    assert set(d["mask"].unique().tolist()) == {0.0, 1.0}
+    inv = resized.inverse(d)
+    assert inv["image"].shape == inv["mask"].shape == (1, 48, 64)
 
 
 def test_partial_annotation_is_deterministic():

@@ -3,7 +3,9 @@
 On-disk layout: one folder per case holding its four MR modalities and the segmentation,
 ``<root>/<Case>/<Case>_{t1,t1ce,t2,flair,seg}.nii.gz``, or the official download with the case
 folders grouped by grade, ``<root>/{HGG,LGG}/<Case>/<Case>_{t1,t1ce,t2,flair,seg}.nii.gz``
-(``.nii`` files are accepted too). Segmentation labels are 0 background, 1 necrotic/non-enhancing
+(``.nii`` files are accepted too). For inference the volumes may also lie directly in the folder, several cases
+side by side (``<folder>/<Case>_{t1,t1ce,t2,flair}.nii.gz``; a single case folder is the one-case instance).
+Segmentation labels are 0 background, 1 necrotic/non-enhancing
 core, 2 edema and 4 enhancing tumour. Shapes and affines are checked from the headers; the
 segmentations are read only when ``check_labels`` is set.
 """
@@ -55,6 +57,25 @@ def _is_brats_case(names: Sequence[str]) -> bool:
     return any((nifti_stem(n) or "").endswith(tuple(f"_{k}" for k in keys)) for n in names)
 
 
+def _case_key(name: str) -> tuple[str, str] | None:
+    """``(case, key)`` of a file named ``<case>_<key>.nii[.gz]`` with ``key`` a modality or ``seg``, else None."""
+    stem = nifti_stem(name) or ""
+    for key in sorted((*BRATS_MODALITIES, "seg"), key=len, reverse=True):  # t1ce before t1
+        if stem.endswith(f"_{key}") and len(stem) > len(key) + 1:
+            return stem[: -len(key) - 1], key
+    return None
+
+
+def _flat_cases(root: str) -> list[tuple[str, str, list[str]]]:
+    """``(case, root, file names)`` of the cases whose volumes lie directly in ``root``, grouped by name prefix."""
+    groups: dict[str, list[str]] = {}
+    for name in listdir(root):
+        found = _case_key(name)
+        if found is not None and os.path.isfile(os.path.join(root, name)):
+            groups.setdefault(found[0], []).append(name)
+    return [(case, root, names) for case, names in sorted(groups.items())]
+
+
 def _brats_case_folders(root: str) -> list[str]:
     """Case folders at depth 1 (``<root>/<Case>``) or 2 (``<root>/{HGG,LGG}/<Case>``)."""
     found = []
@@ -79,7 +100,9 @@ def brats_datalist(root: str, require_label: bool = True, check_labels: bool = T
     Accepts ``<root>/<Case>/<Case>_{t1,t1ce,t2,flair,seg}.nii.gz`` and the official download
     ``<root>/{HGG,LGG}/<Case>/...`` (case folders are searched up to two levels deep; ``.nii``
     files are accepted too). A file not named ``<Case>_<key>.nii[.gz]`` is still found when it
-    is the only volume of the folder whose name ends in ``_<key>``.
+    is the only volume of the folder whose name ends in ``_<key>``. Volumes lying directly in ``root``
+    (a plain folder of cases side by side, or ``root`` being one case folder) are grouped into cases by
+    their name prefix ``<Case>`` of ``<Case>_<key>.nii[.gz]``.
 
     Args:
         root: dataset folder.
@@ -100,11 +123,10 @@ def brats_datalist(root: str, require_label: bool = True, check_labels: bool = T
     """
     root = check_root(root, "BraTS", _BRATS_LAYOUT)
     items: dict[str, dict] = {}
-    for folder in _brats_case_folders(root):
-        case = os.path.basename(folder)
+    cases = [(os.path.basename(f), f, listdir(f)) for f in _brats_case_folders(root)] + _flat_cases(root)
+    for case, folder, names in cases:
         if case in items:
             raise DatasetError(f"case {case} appears twice: {os.path.dirname(items[case]['image'][0])} and {folder}.")
-        names = listdir(folder)
         image = []
         for modality in BRATS_MODALITIES:
             path = _brats_file(folder, case, modality, names)

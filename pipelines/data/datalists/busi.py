@@ -4,7 +4,9 @@ On-disk layout: one folder per class, ``<root>/{benign,malignant,normal}/<cls> (
 image with its lesion mask ``<cls> (N)_mask.png`` and, for images with several lesions, further
 masks ``<cls> (N)_mask_1.png``, ``_mask_2.png``, ... (normal images have an all-zero mask). Some
 images are RGB or RGBA. Optional bounding boxes come from a separate CSV (see
-:func:`busi_datalist`).
+:func:`busi_datalist`): the file keeps the ``x1:y1:x2:y2`` columns (``x`` = column, ``y`` = row, pixel corners)
+and the items hold the boxes in MONAI's 2D standard mode, ``[row_min, col_min, row_max, col_max]`` with
+exclusive maxima (the one convention of :mod:`transforms.busi`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Sequence
 
 from PIL import Image
 
@@ -53,10 +56,18 @@ def _png_size(path: str) -> tuple[int, int]:
 
 
 def _parse_box(text: str) -> list[float | int]:
+    """One CSV box ``x1:y1:x2:y2`` (``x`` = column, ``y`` = row, pixel corners), numbers as written."""
     values = text.strip().split(":")
     if len(values) != 4:
         raise ValueError(f"expected x1:y1:x2:y2, got {text.strip()!r}")
     return [int(v) if re.fullmatch(r"\s*[-+]?\d+\s*", v) else float(v) for v in values]
+
+
+def _csv_box_to_standard(box: Sequence[float]) -> list[float | int]:
+    """A box of the BUSI CSV ``[x1, y1, x2, y2]`` (``x`` = column) -> MONAI's 2D standard mode in array index
+    order ``[row_min, col_min, row_max, col_max]`` (``[y1, x1, y2, x2]``, exclusive maxima; :mod:`transforms.busi`)."""
+    x1, y1, x2, y2 = box
+    return [y1, x1, y2, x2]
 
 
 def _attach_boxes(items: list[dict], root: str, box_file: str) -> None:
@@ -102,7 +113,7 @@ def _attach_boxes(items: list[dict], root: str, box_file: str) -> None:
                 raise DatasetError(
                     f"{where}: box {[x1, y1, x2, y2]} is empty or outside {item['image']} of size {width}x{height}."
                 )
-        item["boxes"].extend(boxes)
+        item["boxes"].extend(_csv_box_to_standard(box) for box in boxes)
 
 
 def busi_datalist(
@@ -118,7 +129,7 @@ def busi_datalist(
     Labels: with ``include_normal=False`` benign 0, malignant 1 (:data:`BUSI_LESION_CLASSES`);
     with ``include_normal=True`` normal 0, benign 1, malignant 2 (:data:`BUSI_CLASSES`).
 
-    Box file: CSV rows ``image_path,class,x1:y1:x2:y2`` (pixel corners), the path relative to
+    Box file: CSV rows ``image_path,class,x1:y1:x2:y2`` (pixel corners, ``x`` = column), the path relative to
     ``root`` or absolute, several boxes separated by ``;`` or given on several rows, an optional
     header row, ``#`` comment lines. Every item then gets ``"boxes"`` (``[]`` when the file has none
     for it). Rows for images of an unused class are ignored; the class column, when not empty,
@@ -132,8 +143,9 @@ def busi_datalist(
 
     Returns:
         Items ``{"image", "masks": [paths], "label": int, "class_name": str,
-        "case_id": "<cls> (N)", "boxes": [[x1, y1, x2, y2], ...] (with box_file)}`` sorted by
-        case id (natural order).
+        "case_id": "<cls> (N)", "boxes": [[row_min, col_min, row_max, col_max], ...] (with box_file,
+        MONAI's standard mode: the CSV's ``x1:y1:x2:y2`` becomes ``[y1, x1, y2, x2]``)}`` sorted by case id
+        (natural order).
 
     Raises:
         DatasetError: missing root or class folder, an empty class folder, an unreadable image or

@@ -5,7 +5,8 @@ On-disk layout: ``<root>/images/<case>.nii.gz`` with the mask ``<root>/masks/<ca
 MALC (MICCAI 2012 multi-atlas labelling) names both files ``<id>.nii.gz`` (or the mask
 ``<id>_glm.nii.gz``) with labels 0..10; HVSMR 2016 uses ``training_axial_crop_pat<N>.nii.gz`` with
 ``training_axial_crop_pat<N>-label.nii.gz`` and labels 0 background, 1 myocardium, 2 blood pool.
-:func:`image_folder_datalist` lists a single folder of NIfTI volumes for inference.
+:func:`image_folder_datalist` lists the volumes to segment at inference: a plain folder of NIfTI files, or a
+dataset root (its ``images/`` folder).
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import DatasetError
-from .common import check_label_values, check_root, check_same_grid, listdir, nifti_header, nifti_stem, sorted_by_case
+from .common import (
+    check_label_values,
+    check_root,
+    check_same_grid,
+    listdir,
+    nifti_header,
+    nifti_stem,
+    sorted_by_case,
+)
 
 __all__ = [
     "HVSMR_LABELS",
@@ -51,21 +60,30 @@ def _nifti_files(folder: str) -> dict[str, str]:
 
 
 def image_folder_datalist(folder: str) -> list[dict]:
-    """Datalist of the NIfTI volumes of one folder, for inference on new images (no labels).
+    """Datalist of the NIfTI volumes to segment (no labels): a plain folder of volumes or a dataset root.
+
+    A folder holding NIfTI files is listed as it is; a folder holding none but an ``images/`` subfolder (the
+    ``<root>/images`` + ``<root>/masks`` layout of :func:`segmentation_datalist`) is read from ``images/``
+    (``masks/`` is ignored).
 
     Args:
-        folder: a folder of ``*.nii.gz`` / ``*.nii`` files.
+        folder: a folder of ``*.nii.gz`` / ``*.nii`` files, or a dataset root with ``images/``.
 
     Returns:
         ``[{"image": path, "case_id": stem}, ...]`` sorted by case id.
 
     Raises:
-        DatasetError: when the folder is missing, holds no NIfTI file, or a file is unreadable or truncated.
+        DatasetError: when the folder is missing, holds no NIfTI file (nor an ``images/`` folder with one), or a file
+            is unreadable or truncated.
     """
-    folder = check_root(folder, "image", "<folder>/*.nii.gz")
+    layout = "<folder>/*.nii.gz or <root>/images/*.nii.gz"
+    folder = check_root(folder, "image", layout)
     files = _nifti_files(folder)
+    if not files and os.path.isdir(os.path.join(folder, "images")):
+        folder = os.path.join(folder, "images")
+        files = _nifti_files(folder)
     if not files:
-        raise DatasetError(f"{folder}: no NIfTI images (*.nii.gz, *.nii) found.")
+        raise DatasetError(f"{folder}: no NIfTI images (*.nii.gz, *.nii) found; expected {layout}.")
     for path in files.values():
         nifti_header(path)
     return sorted_by_case({"image": path, "case_id": stem} for stem, path in files.items())

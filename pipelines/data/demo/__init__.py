@@ -16,7 +16,13 @@ from __future__ import annotations
 
 from .brats import make_brats_demo
 from .busi import make_busi_demo
-from .cache import DEMO_DATASETS, DEMO_MARKER, DEMO_VERSION, demo_root, ensure_demo_dataset
+from .cache import (
+    DEMO_DATASETS,
+    DEMO_MARKER,
+    DEMO_VERSION,
+    demo_root,
+    ensure_demo_dataset,
+)
 from .chestxray14 import make_chestxray14_demo
 from .hvsmr import make_hvsmr_demo
 from .malc import make_malc_demo

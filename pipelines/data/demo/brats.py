@@ -16,7 +16,14 @@ import numpy as np
 from scipy import ndimage
 
 from ..datalists.brats import BRATS_MODALITIES
-from .common import check_count, check_shape, ellipsoid_distance, save_nifti, seeded_rng, smooth_noise
+from .common import (
+    check_count,
+    check_shape,
+    ellipsoid_distance,
+    save_nifti,
+    seeded_rng,
+    smooth_noise,
+)
 
 __all__ = ["make_brats_demo"]
 

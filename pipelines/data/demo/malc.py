@@ -12,7 +12,13 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .common import ellipsoid_distance, random_affine, seeded_rng, smooth_noise, write_images_masks
+from .common import (
+    ellipsoid_distance,
+    random_affine,
+    seeded_rng,
+    smooth_noise,
+    write_images_masks,
+)
 
 __all__ = ["make_malc_demo"]
 

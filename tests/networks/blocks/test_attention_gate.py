@@ -10,7 +10,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from networks.blocks.attention import get_attention_block
-from networks.blocks.attention_gate import AttentionGate, SkipPassThrough, get_skip_gate, is_skip_gate
+from networks.blocks.attention_gate import (
+    AttentionGate,
+    SkipPassThrough,
+    get_skip_gate,
+    is_skip_gate,
+)
 from networks.nets.unet import AttentionUNet
 
 # (spatial_dims, skip shape, gate shape)

@@ -8,7 +8,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from networks.blocks.pam import ChannelAttention, ProgressiveAttention, SliceAttention, key_slice_mask, pool_over
+from networks.blocks.pam import (
+    ChannelAttention,
+    ProgressiveAttention,
+    SliceAttention,
+    key_slice_mask,
+    pool_over,
+)
 
 POOLS = ["avg", "max", "avgmax"]
 SLICE_AXES = [0, -1]

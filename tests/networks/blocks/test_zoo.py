@@ -11,7 +11,12 @@ from monai.networks.blocks import ChannelSELayer
 
 from networks.blocks.attention import attention_needs_slices, get_attention_block
 from networks.blocks.pam import SliceAttention
-from networks.blocks.zoo import ChannelSliceAttention, ConvBlockAttention, ProjectExcite, SliceChannelAttention
+from networks.blocks.zoo import (
+    ChannelSliceAttention,
+    ConvBlockAttention,
+    ProjectExcite,
+    SliceChannelAttention,
+)
 
 # (spatial_dims, input shape, slice_axis)
 SLICE_CASES = [(3, (2, 6, 5, 4, 8), -1), (3, (2, 6, 8, 5, 4), 0), (2, (2, 6, 7, 8), -1), (2, (1, 6, 8, 5), 0)]

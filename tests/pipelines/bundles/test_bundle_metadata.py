@@ -1,4 +1,7 @@
-"""Offline checks of bundle metadata against the repository copy of MONAI's metadata schema."""
+"""Offline checks of bundle metadata against the repository copy of MONAI's metadata schema.
+
+The metadata of every bundle in the checkout is verified by ``tests/bundles/test_bundle_matrix.py``.
+"""
 
 from __future__ import annotations
 
@@ -23,9 +26,6 @@ from pipelines.bundles.metadata import (
 REPO_ROOT = Path(__file__).resolve().parents[3]
 # md5 of the verbatim schema copied from Project-MONAI/project-monai.github.io public/schema/meta_schema_20240725.json
 SCHEMA_MD5 = "76e1add273836515d0bbb3bc71962474"
-
-# Every bundle in the checkout; resolved from this file's location (not the cwd), sorted for stable test ids.
-BUNDLE_METADATA_FILES = sorted((REPO_ROOT / "bundles").glob("*/configs/metadata.json"))
 
 # Minimal valid metadata mirroring a 3D BraTS MRI tumour segmentation bundle:
 # 4 input channels (T1, T1ce, T2, FLAIR) -> 3 sigmoid output channels (TC, WT, ET).
@@ -240,13 +240,3 @@ def test_monai_verify_metadata_offline_cli(tmp_path):
     assert "metadata is verified with no error" in proc.stdout + proc.stderr
     assert "skipped downloading" in proc.stdout + proc.stderr
     assert _md5(schema) == SCHEMA_MD5
-
-
-# -------------------------------------------------------------------------------------- bundles in this checkout
-
-
-@pytest.mark.parametrize(
-    "meta_file", BUNDLE_METADATA_FILES, ids=[p.parent.parent.name for p in BUNDLE_METADATA_FILES]
-)
-def test_repo_bundle_metadata_is_valid(meta_file):
-    verify_bundle_metadata(str(meta_file))

@@ -99,3 +99,50 @@ def test_mode_is_restored_and_range_checked(toy):
         pgd_attack(model, images * 2 - 1, labels)
     with pytest.raises(ValueError, match="non-negative"):
         pgd_attack(model, images, labels, eps=-1)
+
+
+def test_pgd_handler_reports_clean_and_attacked_metrics(toy, tmp_path):
+    """The evaluator handler attacks each batch (seed + batch index) and reports what the functions give by hand."""
+    import json
+
+    from ignite.engine import Engine
+
+    from pipelines.evaluation import PGDRobustnessHandler
+    from pipelines.metrics import classification_report
+
+    model, (images, labels) = toy[1], toy[2]
+    batches = [(images[:64], labels[:64]), (images[64:], labels[64:])]
+
+    def step(engine, batch):  # what LANetEvalStep returns: network inputs in [-1, 1], labels, probabilities
+        x, y = batch
+        with torch.no_grad():
+            probs = torch.softmax(model(to_minus_one_one(x))["logits"], dim=1)
+        return {"image": to_minus_one_one(x), "label": y, "pred": probs}
+
+    engine = Engine(step)
+    engine.network = model
+    handler = PGDRobustnessHandler(str(tmp_path), class_names=("a", "b"), seed=5)
+    handler.attach(engine)
+    engine.run(batches)
+
+    clean_probs, adv_probs = [], []
+    for k, (x, y) in enumerate(batches):
+        adv = pgd_attack(model, x, y, seed=5 + k)
+        with torch.no_grad():
+            clean_probs.append(torch.softmax(model(to_minus_one_one(x))["logits"], dim=1))
+            adv_probs.append(torch.softmax(model(to_minus_one_one(adv))["logits"], dim=1))
+    clean = classification_report(labels.numpy(), torch.cat(clean_probs).double().numpy(), n_resamples=0)["metrics"]
+    attacked = classification_report(labels.numpy(), torch.cat(adv_probs).double().numpy(), n_resamples=0)["metrics"]
+    section = json.loads((tmp_path / "robustness.json").read_text())
+    assert section == handler.section
+    assert section["n"] == 128 and section["steps"] == 4 and section["eps"] == pytest.approx(8 / 255)
+    for key in ("accuracy", "auc"):
+        assert section["clean"][key] == pytest.approx(clean[key]["value"])
+        assert section["pgd"][key] == pytest.approx(attacked[key]["value"])
+    assert section["clean"]["accuracy"] > 0.9 and section["pgd"]["accuracy"] < section["clean"]["accuracy"] - 0.4
+    assert engine.state.metrics["pgd_accuracy"] == section["pgd"]["accuracy"]
+    assert "| accuracy |" in handler.markdown() and "PGD" in handler.markdown()
+    engine.run(batches[:1])  # a second run starts afresh
+    assert handler.section["n"] == 64
+    with pytest.raises(ValueError, match="non-negative"):
+        PGDRobustnessHandler(None, ("a", "b"), steps=-1)

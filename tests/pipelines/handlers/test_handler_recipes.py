@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver, ValidationHandler
 
+from pipelines.handlers import OptimizerParamsLogger
 from pipelines.handlers.recipes import (
     checkpoint_handlers,
+    evaluation_handlers,
     training_handlers,
     validation_handlers,
 )
@@ -22,10 +25,12 @@ def _parts():
 
 def test_checkpoint_handlers_resume_only_when_a_checkpoint_exists(tmp_path):
     net, opt, sched, trainer, validator = _parts()
-    first = checkpoint_handlers(str(tmp_path), net, opt, sched, trainer, validator)
+    parts = dict(ckpt_dir=str(tmp_path), network=net, optimizer=opt, lr_scheduler=sched, trainer=trainer,
+                 validator=validator)
+    first = checkpoint_handlers(**parts)
     assert [type(h) for h in first] == [CheckpointSaver]
     (tmp_path / "checkpoint_epoch=3.pt").write_bytes(b"")
-    second = checkpoint_handlers(str(tmp_path), net, opt, sched, trainer, validator)
+    second = checkpoint_handlers(**parts)
     assert [type(h) for h in second] == [CheckpointLoader, CheckpointSaver]
     assert second[0].load_path.endswith("checkpoint_epoch=3.pt")
 
@@ -35,12 +40,48 @@ def test_handler_lists(tmp_path):
 
     net, opt, sched, _, _ = _parts()
     validator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=[], network=net)
-    train = training_handlers(sched, validator, opt, str(tmp_path), val_interval=2, show_progress=True)
+    parts = dict(lr_scheduler=sched, validator=validator, optimizer=opt, log_dir=str(tmp_path))
+    train = training_handlers(**parts, val_interval=2, show_progress=True)
     assert isinstance(train[1], ValidationHandler) and train[1].interval == 2
     assert type(train[-1]).__name__ == "ProgressBar"
-    assert len(training_handlers(sched, validator, opt, str(tmp_path))) == len(train) - 1
-    val = validation_handlers(str(tmp_path), str(tmp_path), net, label_background=True)
+    assert isinstance(train[-2], OptimizerParamsLogger) and train[-2].optimizer is opt
+    assert len(training_handlers(**parts)) == len(train) - 1
+    with pytest.raises(TypeError):  # named arguments only
+        training_handlers(sched, validator, opt, str(tmp_path))
+    val = validation_handlers(log_dir=str(tmp_path), ckpt_dir=str(tmp_path), network=net, label_background=True)
     assert type(val[-1]) is CheckpointSaver and val[2].label_background
+
+
+def test_evaluation_handlers_load_the_checkpoint(tmp_path):
+    from monai.handlers import StatsHandler
+
+    source, target = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    torch.save({"model": source.state_dict()}, tmp_path / "model.pt")
+    extra = object()
+    handlers = evaluation_handlers(ckpt_path=str(tmp_path / "model.pt"), network=target, extra=[extra])
+    assert [type(h) for h in handlers[:2]] == [CheckpointLoader, StatsHandler] and handlers[2] is extra
+    engine = Engine(lambda e, b: None)
+    handlers[0].attach(engine)
+    engine.run([0], max_epochs=1)
+    for a, b in zip(source.parameters(), target.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_learning_rate_reaches_tensorboard_through_ignite(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.1)
+    engine = Engine(lambda e, b: opt.step())
+    OptimizerParamsLogger(opt, log_dir=str(tmp_path)).attach(engine)
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: sched.step())  # after the logger: lr of each epoch
+    engine.run([0], max_epochs=3)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    scalars = [(s.step, s.value) for s in events.Scalars("lr/group_0")]
+    assert [step for step, _ in scalars] == [1, 2, 3]
+    np.testing.assert_allclose([value for _, value in scalars], [0.5, 0.05, 0.005], rtol=1e-6)
 
 
 def test_transform_stage_checks():

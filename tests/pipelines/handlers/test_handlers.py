@@ -7,7 +7,11 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from pipelines.handlers import LearningRateLogger, TensorBoardSliceHandler, overlay_rgb
+from pipelines.handlers import (
+    EpochPictureHandler,
+    TensorBoardSliceHandler,
+    overlay_rgb,
+)
 from pipelines.handlers.checkpoints import (
     BestMetricState,
     attach_handlers,
@@ -35,6 +39,31 @@ def test_per_channel_dice_reports_each_channel_and_mean():
         assert engine.state.metrics[f"val_mean_dice_{name}"] == pytest.approx(value, abs=1e-6)
     assert engine.state.metrics["val_mean_dice"] == pytest.approx(expected.mean(), abs=1e-6)
     assert engine.state.metric_details["val_mean_dice"].shape == (2, 3)
+
+
+def test_per_channel_dice_empty_mask_convention_and_background():
+    """Channel 1 empty in both (Dice 1), channel 2 empty in the label only (Dice 0): no case drops out, unlike
+    MONAI's DiceMetric(ignore_empty=True), and the result is the evaluation's SegmentationMetricsHandler Dice."""
+    from pipelines.metrics import SegmentationMetricsHandler
+
+    pred = torch.zeros(1, 3, 4, 4, 2)
+    label = torch.zeros(1, 3, 4, 4, 2)
+    pred[0, 0, :2] = 1  # 16 voxels
+    label[0, 0, :3] = 1  # 24 voxels, 16 shared: Dice 32 / 40
+    pred[0, 2, 0, 0, 0] = 1
+    engine = Engine(lambda e, b: b)
+    PerChannelMeanDice(channel_names=("a", "b", "c")).attach(engine, "d")
+    SegmentationMetricsHandler(class_names=("a", "b", "c"), metrics=("dice",), spacing=(1.0, 1.0, 1.0)).attach(
+        engine, "eval")
+    engine.run([(pred, label)], max_epochs=1)
+    assert [engine.state.metrics[f"d_{c}"] for c in "abc"] == [0.8, 1.0, 0.0]
+    assert engine.state.metrics["d"] == pytest.approx(0.6, abs=1e-12)
+    assert engine.state.metrics["d"] == pytest.approx(engine.state.metrics["eval"], abs=1e-12)
+
+    engine = Engine(lambda e, b: b)
+    PerChannelMeanDice(channel_names=("b", "c"), include_background=False).attach(engine, "fg")
+    engine.run([(pred, label)], max_epochs=1)
+    assert (engine.state.metrics["fg_b"], engine.state.metrics["fg_c"], engine.state.metrics["fg"]) == (1.0, 0.0, 0.5)
 
 
 def test_per_channel_dice_checks_names():
@@ -86,13 +115,52 @@ def test_slice_handler_picks_the_most_labelled_slice_once_per_epoch():
     assert (picture[:, 2:5, 32 + 2:32 + 5] != picture[:, 0:1, 32:33]).any()  # label overlay coloured
 
 
-def test_learning_rate_logger():
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.25)
+class _Counter(EpochPictureHandler):
+    """Picture = the iteration's output (a constant grey level); None at iteration 1 of epoch 3."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.calls = 0
+
+    def make_engine_picture(self, engine):
+        self.calls += 1
+        if engine.state.epoch == 3:
+            return None
+        return np.full((3, 2, 2), engine.state.output, np.float32)
+
+
+def test_picture_base_once_per_run_step_is_epoch_rank0_writes():
     writer = _Writer()
-    engine = Engine(lambda e, b: None)
-    LearningRateLogger(opt, summary_writer=writer).attach(engine)
-    engine.run([0], max_epochs=2)
-    assert writer.scalars == [("lr", 0.25, 1), ("lr", 0.25, 2)]
+    handler = _Counter(summary_writer=writer, tag="grey")
+    engine = Engine(lambda e, b: b)
+    handler.attach(engine)
+    engine.run([0.25, 0.5, 0.75], max_epochs=3)
+    # the first iteration of each epoch, step = epoch; epoch 3 had no picture (None) and nothing else was drawn
+    assert [(tag, step, float(img[0, 0, 0])) for tag, img, step in writer.images] == [("grey", 1, 0.25), ("grey", 2, 0.25)]
+    assert handler.calls == 3
+    handler.close()  # a writer passed in is not closed: it still takes images
+    writer.add_image("x", None, 0)
+
+
+def test_picture_base_on_other_ranks_creates_no_writer_and_draws_nothing(tmp_path, monkeypatch):
+    import ignite.distributed as idist
+
+    monkeypatch.setattr(idist, "get_rank", lambda: 1)
+    handler = _Counter(log_dir=str(tmp_path / "tb"))
+    engine = Engine(lambda e, b: b)
+    handler.attach(engine)
+    engine.run([0.5], max_epochs=2)
+    assert handler._writer is None and handler.calls == 0 and not (tmp_path / "tb").exists()
+    handler.close()
+
+
+def test_picture_base_creates_and_closes_its_writer(tmp_path):
+    handler = _Counter(log_dir=str(tmp_path / "tb"))
+    engine = Engine(lambda e, b: b)
+    handler.attach(engine)
+    engine.run([0.5], max_epochs=1)
+    handler.close()
+    assert handler.internal_writer and len(os.listdir(tmp_path / "tb")) == 1  # one event file
 
 
 def test_latest_checkpoint(tmp_path):

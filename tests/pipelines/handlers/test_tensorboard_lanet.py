@@ -15,7 +15,7 @@ from networks.nets.lanet import LANet
 from pipelines.engines import LANetEvalStep
 from pipelines.evaluation.saliency import grad_cam
 from pipelines.handlers import LANetTensorBoardHandler
-from pipelines.metrics import MaskDiceMetric
+from pipelines.metrics import MaskLocalisationHandler
 
 ROWS, COLS = 48, 64  # non-square: a transposed read has the wrong shape
 
@@ -103,7 +103,7 @@ def test_tensorboard_handler_end_to_end(tmp_path):
     net = _lanet()
     batches = [_busi_batch(1), _busi_batch(2)]
     handler = LANetTensorBoardHandler(log_dir=str(tmp_path / "tb"), num_images=2, tag="val_pic")
-    dice = MaskDiceMetric("dice")
+    dice = MaskLocalisationHandler("dice")
     evaluator = SupervisedEvaluator(
         device=torch.device("cpu"), val_data_loader=batches, network=net, iteration_update=LANetEvalStep(),
         key_val_metric={"val_mask_dice": dice}, val_handlers=[handler], decollate=False,

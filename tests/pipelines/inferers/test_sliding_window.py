@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer, sliding_window_inference
-from monai.utils import ensure_tuple_rep
 
 from networks import AttentionUNet
-from pipelines.inferers import FastSlidingWindowInferer, window_starts
+from pipelines.inferers import FastSlidingWindowInferer, window_slices
 
 # (spatial input size, roi_size, overlap): not divisible by roi, smaller than roi in one axis, per-axis overlap
 MATCH_MONAI_CASES = [
@@ -73,18 +70,28 @@ def test_windows_always_have_roi_size(size, roi, overlap):
     with torch.no_grad():
         FastSlidingWindowInferer(roi, sw_batch_size=4, overlap=overlap, mirror_axes=(0,))(_input(size, batch=3), net)
     assert net.shapes and all(s[2:] == roi and 1 <= s[0] <= 4 for s in net.shapes)
-    overlaps = ensure_tuple_rep(overlap, len(size))
-    n_windows = math.prod(len(window_starts(max(s, r), r, o)) for s, r, o in zip(size, roi, overlaps))
+    n_windows = len(window_slices([max(s, r) for s, r in zip(size, roi)], roi, overlap))
     assert sum(s[0] for s in net.shapes) == 2 * 3 * n_windows  # two mirror copies of 3 images
 
 
-def test_window_starts_grid():
-    assert window_starts(240, 128, 0.25) == [0, 96, 112]
-    assert window_starts(155, 128, 0.25) == [0, 27]
-    assert window_starts(8, 8, 0.5) == [0]
-    assert window_starts(10, 4, 0.0) == [0, 4, 6]
-    with pytest.raises(ValueError, match="roi_size=8"):
-        window_starts(5, 8, 0.25)
+def test_window_slices_grid():
+    # step int(128 * 0.75) = 96 along 240: 0, 96, then the last window aligned to the end (112); 155: 0, 27
+    windows = window_slices((240, 155), (128, 128), 0.25)
+    starts = [tuple(w.start for w in window) for window in windows]
+    assert starts == [(0, 0), (0, 27), (96, 0), (96, 27), (112, 0), (112, 27)]  # first axis slowest, as MONAI
+    assert all(w.stop - w.start == 128 for window in windows for w in window)
+    assert [w[0].start for w in window_slices((8,), (8,), 0.5)] == [0]  # roi == image: one window
+    assert [w[0].start for w in window_slices((10,), (4,), 0.0)] == [0, 4, 6]
+    assert [w[0].start for w in window_slices((10,), (4,), 0.9)] == list(range(7))  # step int(0.4) -> 1
+    assert [(w[0].start, w[1].start) for w in window_slices((10, 6), (4, 4), (0.0, 0.5))] == [
+        (0, 0), (0, 2), (4, 0), (4, 2), (6, 0), (6, 2)
+    ]
+    with pytest.raises(ValueError, match=r"roi_size=\(8,\)"):
+        window_slices((5,), (8,), 0.25)
+    with pytest.raises(ValueError, match="overlap=1.0"):
+        window_slices((10,), (4,), 1.0)
+    with pytest.raises(ValueError, match="same number of dims"):
+        window_slices((10, 10), (4,), 0.25)
 
 
 def test_pam_attention_unet_gets_exact_windows():
@@ -297,18 +304,89 @@ def test_channels_last_copy_keeps_every_layer_channels_last(network_dtype):
     norms = [m for m in copy_.modules() if isinstance(m, LayoutPreservingInstanceNorm)]
     assert len(norms) == 10 and not any(isinstance(m, LayoutPreservingInstanceNorm) for m in net.modules())
     assert next(net.parameters()).dtype == torch.float32 and net.encoder[0].convs.conv_0.conv.weight.is_contiguous()
-    layouts = []
+    layouts = []  # (layer type, input channels-last, output channels-last)
+    cl = torch.channels_last_3d
     for module in copy_.modules():
         if isinstance(module, (torch.nn.Conv3d, LayoutPreservingInstanceNorm, torch.nn.PReLU)):
             module.register_forward_hook(
-                lambda m, i, o: layouts.append(o.is_contiguous(memory_format=torch.channels_last_3d))
+                lambda m, i, o: layouts.append((type(m), i[0].is_contiguous(memory_format=cl), o.is_contiguous(memory_format=cl)))
             )
     x = _input((12, 10, 9), batch=1)
     with torch.no_grad():
         inferer.network_forward(copy_, x[..., :8, :8, :8])
         reference = FastSlidingWindowInferer((8, 8, 8))(x, net)
         fast = inferer(x, net)
-    # float32 convolutions this small run on PyTorch's own (contiguous-output) kernel instead of oneDNN's
-    assert layouts and (all(layouts) or network_dtype is None)
+    # norms and activations never change the layout they are given
+    assert layouts and all(i == o for t, i, o in layouts if t is not torch.nn.Conv3d)
+    # oneDNN's bfloat16 convolutions (AVX512-BF16 / AMX CPUs) keep channels-last: then every layer does; float32
+    # convolutions this small, and bfloat16 ones on other CPUs, run on PyTorch's own (contiguous-output) kernel
+    if network_dtype is not None and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert all(o for _, _, o in layouts)
     tolerance = 1e-5 if network_dtype is None else 1e-1
     torch.testing.assert_close(fast, reference, atol=tolerance, rtol=0)
+
+
+def _count_wrapper_copies(monkeypatch) -> list[type]:
+    """Record the type of every ``copy.deepcopy`` argument in the inferer's module."""
+    from pipelines.inferers import sliding_window
+
+    copied: list[type] = []
+    real = sliding_window.copy.deepcopy
+
+    def deepcopy(obj, *args, **kwargs):
+        copied.append(type(obj))
+        return real(obj, *args, **kwargs)
+
+    monkeypatch.setattr(sliding_window.copy, "deepcopy", deepcopy)
+    return copied
+
+
+@pytest.mark.parametrize("network_dtype, atol", [(None, 1e-5), (torch.bfloat16, 5e-2)])
+def test_data_parallel_wrapper_is_unwrapped_before_the_copy(monkeypatch, network_dtype, atol):
+    net, x = _conv_net(3), _input((13, 9, 11))
+    wrapped = torch.nn.DataParallel(net)  # on CPU: forwards to net.module
+    copied = _count_wrapper_copies(monkeypatch)
+    inferer = FastSlidingWindowInferer((6, 5, 4), sw_batch_size=4, channels_last=True, network_dtype=network_dtype)
+    copy_ = inferer.inference_copy(wrapped)
+    assert copied == [torch.nn.Sequential]  # the wrapped module, never the wrapper
+    assert isinstance(copy_, torch.nn.Sequential) and copy_[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        reference = FastSlidingWindowInferer((6, 5, 4), sw_batch_size=4)(x, net)
+        out = inferer(x, wrapped)
+    torch.testing.assert_close(out, reference, atol=atol, rtol=0)
+    assert torch.nn.DataParallel not in copied
+
+
+def test_compiled_copy_of_a_wrapped_network_is_refreshed():
+    # parameter names of the wrapper carry a "module." prefix; the cached copy is refreshed from the wrapped module
+    net, x = _conv_net(3), _input((13, 9, 11))
+    wrapped = torch.nn.DataParallel(net)
+    kwargs = {"roi_size": (6, 5, 4), "sw_batch_size": 4, "network_dtype": torch.bfloat16}
+    inferer = FastSlidingWindowInferer(**kwargs, compile=True, compile_backend="eager")
+    with torch.no_grad():
+        first = inferer(x, wrapped)
+        for p in net.parameters():
+            p.mul_(-0.5)
+        updated = inferer(x, wrapped)
+        expected = FastSlidingWindowInferer(**kwargs)(x, net)
+    assert isinstance(inferer._compiled[1], torch.nn.Sequential)
+    torch.testing.assert_close(updated, expected, atol=1e-2, rtol=0)
+    assert (updated - first).abs().max() > 0.1
+
+
+def test_distributed_data_parallel_wrapper_is_unwrapped(monkeypatch, tmp_path):
+    """A single-process gloo DDP: the inference copy is made of ``ddp.module`` and matches the plain network."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        net, x = _conv_net(3), _input((13, 9, 11))
+        ddp = torch.nn.parallel.DistributedDataParallel(net)
+        copied = _count_wrapper_copies(monkeypatch)
+        with torch.no_grad():
+            out = FastSlidingWindowInferer((6, 5, 4), sw_batch_size=4, channels_last=True)(x, ddp)
+            reference = FastSlidingWindowInferer((6, 5, 4), sw_batch_size=4)(x, net)
+    finally:
+        dist.destroy_process_group()
+    assert copied == [torch.nn.Sequential]
+    torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)

@@ -12,10 +12,12 @@ from scipy import ndimage
 
 from pipelines.evaluation import MetricsReportHandler
 from pipelines.metrics import (
+    PerChannelDice,
     SegmentationMetricsHandler,
     SurfaceMetrics,
     compute_segmentation_metrics,
     dice,
+    dice_per_channel,
     hd95,
     image_diagonal_mm,
     nsd,
@@ -209,3 +211,73 @@ def test_handler_fixed_spacing_and_spacing_transform_agree():
         assert engine.state.metric_details["m"][0]["case_id"] == "case_0000"
     assert results[0] == results[1]
     assert results[0]["hd95_b"] == pytest.approx(hd95(p[0, 1], g[0, 1], (0.8, 1.0, 2.5)))
+
+
+
+def _dice_cases() -> tuple[torch.Tensor, torch.Tensor]:
+    """Five cases, three channels: random overlaps plus both-empty and one-empty channels."""
+    g = torch.Generator().manual_seed(0)
+    pred = (torch.rand(5, 3, 9, 8, 6, generator=g) > 0.6).float()
+    gt = (torch.rand(5, 3, 9, 8, 6, generator=g) > 0.5).float()
+    pred[1, 1], gt[1, 1] = 0, 0  # both empty: 1
+    pred[2, 2] = 0  # missed: 0
+    gt[3, 0] = 0  # false positive: 0
+    return pred, gt
+
+
+def test_per_channel_dice_equals_the_dice_function_with_its_empty_convention():
+    pred, gt = _dice_cases()
+    expected = np.array([[dice(pred[b, c], gt[b, c]) for c in range(3)] for b in range(5)])
+    assert expected[1, 1] == 1.0 and expected[2, 2] == 0.0 and expected[3, 0] == 0.0
+    np.testing.assert_array_equal(dice_per_channel(pred, gt).numpy(), expected)  # bit for bit
+    metric = PerChannelDice()
+    for b in range(5):  # one case per call, as an evaluator's iterations
+        metric(y_pred=pred[b : b + 1], y=gt[b : b + 1])
+    np.testing.assert_allclose(metric.aggregate().numpy(), expected.mean(axis=0), rtol=0, atol=1e-15)
+    # the Dice of the evaluation's SurfaceMetrics on the same cases
+    surface = SurfaceMetrics(metrics=("dice",), spacing=(1.0, 1.0, 1.0))
+    surface(y_pred=pred, y=gt)
+    np.testing.assert_allclose(list(surface.aggregate().values()), expected.mean(axis=0), atol=1e-15)
+    background_free = PerChannelDice(include_background=False)
+    background_free(y_pred=pred, y=gt)
+    np.testing.assert_allclose(background_free.aggregate().numpy(), expected[:, 1:].mean(axis=0), atol=1e-15)
+    metric.reset()
+    with pytest.raises(ValueError, match="before any data"):
+        metric.aggregate()
+    with pytest.raises(ValueError, match="same shape|one shape"):
+        dice_per_channel(pred, gt[:, :2])
+
+
+def _per_channel_dice_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import json
+    import os
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        pred, gt = _dice_cases()
+        metric = PerChannelDice()
+        for b in ((0, 1, 2), (3, 4))[rank]:  # uneven shares: 3 cases on rank 0, 2 on rank 1
+            metric(y_pred=pred[b : b + 1], y=gt[b : b + 1])
+        result = {"mean": metric.aggregate().tolist(), "cases": int(metric.get_buffer().shape[0])}
+    finally:
+        dist.destroy_process_group()
+    with open(os.path.join(out_dir, f"dice_rank{rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
+def test_per_channel_dice_gathers_every_case_across_ranks(tmp_path):
+    import json
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(_per_channel_dice_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    pred, gt = _dice_cases()
+    expected = dice_per_channel(pred, gt).mean(dim=0).numpy()
+    local = dice_per_channel(pred[:3], gt[:3]).mean(dim=0).numpy()
+    assert not np.allclose(local, expected)  # rank 0's own cases alone would give other numbers
+    for rank in range(2):
+        got = json.loads((tmp_path / f"dice_rank{rank}.json").read_text())
+        assert got["cases"] == 5
+        np.testing.assert_allclose(got["mean"], expected, rtol=0, atol=1e-12)

@@ -1,4 +1,5 @@
-"""pipelines.predictors: DICOM / PNG input and folder inference (LA-Net)."""
+"""pipelines.predictors: DICOM / PNG input, the folder predictor (LA-Net, a plain classifier, a box hook),
+unreadable files, rank 0 only, figures, the inversion of the evaluation pre-processing."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ import torch.nn as nn
 from PIL import Image
 
 from networks.nets.lanet import LANet
-from pipelines.predictors import infer_folder, list_input_images, load_input_image
+from pipelines.predictors import (
+    FolderPredictor,
+    LANetPredictor,
+    infer_folder,
+    list_input_images,
+    load_input_image,
+)
+from transforms.recipes import busi_image_transforms
 
 ROWS, COLS = 48, 64  # non-square: a transposed read has the wrong shape
 
@@ -178,6 +186,116 @@ def test_infer_folder_refuses_output_inside_input(tmp_path):
     src, _ = _inference_folder(tmp_path)
     with pytest.raises(ValueError, match="inside the input folder"):
         infer_folder(_FixedNet(), str(src), str(src / "preds"), ["benign", "malignant"], image_size=64)
+
+
+def _corrupt_folder(tmp_path):
+    src, shapes = _inference_folder(tmp_path)
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    _write_dicom(src / "cine.dcm", np.stack([_pattern()] * 2))  # two frames: refused
+    return src, shapes
+
+
+def test_unreadable_files_are_recorded_and_the_rest_predicted(tmp_path, caplog):
+    src, _ = _corrupt_folder(tmp_path)
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING", logger="pipelines.predictors.folder"):
+        summary = LANetPredictor(_FixedNet(), ["benign", "malignant"], image_size=64)(str(src), str(out))
+    assert summary.num_images == 4 and summary.num_failed == 2
+    assert [f for f, _ in summary.failed] == ["broken.png", "cine.dcm"]
+    assert "2 skipped" in caplog.text and "broken.png" in caplog.text
+    rows = {r["file"]: r for r in _read_csv(summary.csv_path)}
+    assert list(rows) == ["broken.png", "cine.dcm", "photo.png", "scan.dcm"]
+    assert rows["broken.png"]["status"] == "error" and "UnidentifiedImageError" in rows["broken.png"]["error"]
+    assert rows["cine.dcm"]["status"] == "error" and "expected one 2D frame" in rows["cine.dcm"]["error"]
+    for bad in ("broken.png", "cine.dcm"):
+        assert rows[bad]["prob_benign"] == rows[bad]["prediction"] == ""
+    for good in ("photo.png", "scan.dcm"):
+        assert rows[good]["status"] == "ok" and rows[good]["error"] == "" and rows[good]["prediction"] == "benign"
+    assert sorted(p.name for p in out.iterdir()) == ["photo_mask.png", "predictions.csv", "scan_mask.png"]
+
+
+class _BoxPredictor(LANetPredictor):
+    """A detector-style hook: the boxes of the mask in the original frame as a CSV column (no mask file)."""
+
+    def handle_output(self, output, data, name, pred_dir):
+        from transforms.busi import MasksToBoxes
+
+        _, mask = output["logits"], output["mask"]
+        prob = self.to_original_frame(torch.nn.functional.interpolate(mask, size=data["image"].shape[1:])[0], data)
+        return {"boxes": ";".join(":".join(str(int(v)) for v in b) for b in MasksToBoxes()(prob >= 0.5))}
+
+
+def test_a_subclass_overrides_one_hook(tmp_path):
+    src, _ = _inference_folder(tmp_path)
+    summary = _BoxPredictor(_FixedNet(), ["benign", "malignant"], image_size=64)(str(src), str(tmp_path / "out"))
+    rows = {r["file"]: r for r in _read_csv(summary.csv_path)}
+    # the centre crops mapped back (see test_infer_folder_places_crop_back_in_original_frame), standard mode
+    assert rows["scan.dcm"]["boxes"] == "0:8:48:56" and rows["photo.png"]["boxes"] == "8:0:48:40"
+    assert list(rows["scan.dcm"])[-3:] == ["boxes", "status", "error"]
+    assert not list((tmp_path / "out").glob("*_mask.png"))
+
+
+class _Logits(nn.Module):
+    """A plain classifier: logits (mean, -mean) of the input, no mask."""
+
+    def forward(self, x):
+        m = x.mean(dim=(1, 2, 3))
+        return torch.stack([m, -m], dim=1)
+
+
+def test_plain_classifier_writes_probabilities_only(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(src / "white.png")  # -> +1 after [-1, 1] scaling
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(src / "black.png")  # -> -1
+    predictor = FolderPredictor(_Logits(), ["bright", "dark"], image_size=40)  # 40 x 40: no resampling
+    summary = predictor(str(src), str(tmp_path / "out"))
+    rows = {r["file"]: r for r in _read_csv(summary.csv_path)}
+    p = math.exp(1) / (math.exp(1) + math.exp(-1))
+    assert float(rows["white.png"]["prob_bright"]) == pytest.approx(p, rel=1e-6)
+    assert rows["white.png"]["prediction"] == "bright" and rows["black.png"]["prediction"] == "dark"
+    assert sorted(q.name for q in (tmp_path / "out").iterdir()) == ["predictions.csv"]
+
+
+def test_only_rank_zero_writes(tmp_path, monkeypatch):
+    import ignite.distributed as idist
+
+    src, _ = _inference_folder(tmp_path)
+    monkeypatch.setattr(idist, "get_rank", lambda: 1)
+    summary = LANetPredictor(_FixedNet(), ["benign", "malignant"], image_size=64)(str(src), str(tmp_path / "out"))
+    assert summary.csv_path is None and summary.num_images == 0 and not (tmp_path / "out").exists()
+
+
+def test_figures_are_written_in_the_original_frame(tmp_path):
+    src, shapes = _inference_folder(tmp_path)
+    out = tmp_path / "out"
+    summary = LANetPredictor(_lanet(), ["benign", "malignant"], image_size=64, save_figures=True)(str(src), str(out))
+    assert summary.num_failed == 0
+    for name in shapes:
+        with Image.open(out / "figures" / f"{name}.png") as im:
+            assert im.format == "PNG" and im.size[0] > im.size[1] > 100
+
+
+def test_image_transforms_match_the_recipe_and_invert(tmp_path):
+    """busi_image_transforms gives the image of transforms.recipes.busi_eval_transforms; its inverse maps a
+    network-grid map of ones back to exactly the pixels the centre crop came from."""
+    from transforms.recipes import busi_eval_transforms
+
+    rng = np.random.default_rng(0)
+    for shape in ((56, 40), (30, 90)):
+        path = str(tmp_path / f"img_{shape[0]}.png")
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
+        recipe = busi_eval_transforms(32)({"image": path})["image"]
+        from monai.data import MetaTensor
+
+        mine = busi_image_transforms(32)({"image": MetaTensor(torch.from_numpy(load_input_image(path)))})["image"]
+        torch.testing.assert_close(mine.as_tensor(), torch.as_tensor(recipe), atol=0, rtol=0)
+    predictor = FolderPredictor(_Logits(), ["a", "b"], image_size=32)
+    data = predictor.preprocessing(predictor.load(path))  # 30 x 90 -> 32 x 96, crop columns 32..63
+    back = predictor.to_original_frame(torch.ones(1, 32, 32), data)
+    assert back.shape == (1, 30, 90)
+    band = _crop_band(90, 96, 32, 32)
+    np.testing.assert_array_equal(back[0].numpy() >= 0.5, np.broadcast_to(band, (30, 90)))
 
 
 # --------------------------------------------------------------------------------------------

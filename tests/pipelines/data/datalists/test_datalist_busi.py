@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import numpy as np
 import pytest
 from datalist_helpers import copy_dataset, esc
 from PIL import Image
@@ -104,11 +105,28 @@ def test_busi_box_file(busi_src, tmp_path):
         "normal/normal (1).png,normal,1:1:5:5\n"
     )
     items = {it["case_id"]: it for it in busi_datalist(busi_src, box_file=str(box_file))}
-    assert items["benign (1)"]["boxes"] == [[1, 2, 30, 40], [5, 5, 10, 12], [0, 0, 48, 48]]
-    assert items["malignant (1)"]["boxes"] == [[3.5, 4, 20, 22.5]]
+    # the CSV's x1:y1:x2:y2 (x = column) is held in MONAI's standard mode [row_min, col_min, row_max, col_max]
+    assert items["benign (1)"]["boxes"] == [[2, 1, 40, 30], [5, 5, 12, 10], [0, 0, 48, 48]]
+    assert items["malignant (1)"]["boxes"] == [[4, 3.5, 22.5, 20]]
     assert items["benign (2)"]["boxes"] == []
     items = {it["case_id"]: it for it in busi_datalist(busi_src, include_normal=True, box_file=str(box_file))}
     assert items["normal (1)"]["boxes"] == [[1, 1, 5, 5]]
+
+
+def test_busi_box_file_rows_are_y_and_columns_are_x(busi_src, tmp_path):
+    """x1:y1:x2:y2 of the CSV fills rows y1:y2 and columns x1:x2 of the mask (exclusive ends, pixel corners)."""
+    from transforms.busi import BoxesToMaskd, MasksToBoxes
+
+    box_file = tmp_path / "boxes.csv"
+    box_file.write_text("benign/benign (1).png,benign,3:10:7:12;40:0:48:1\n")
+    item = {it["case_id"]: it for it in busi_datalist(busi_src, box_file=str(box_file))}["benign (1)"]
+    out = BoxesToMaskd()({"mask": np.zeros((1, 48, 48), np.float32), "boxes": item["boxes"]})
+    expected = np.zeros((1, 48, 48), np.float32)
+    expected[0, 10:12, 3:7] = 1
+    expected[0, 0:1, 40:48] = 1
+    np.testing.assert_array_equal(out["mask"], expected)
+    assert out["has_mask"] == 1
+    np.testing.assert_array_equal(MasksToBoxes()(out["mask"]), [[0, 40, 1, 48], [10, 3, 12, 7]])
 
 
 @pytest.mark.parametrize(

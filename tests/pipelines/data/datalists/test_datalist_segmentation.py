@@ -13,7 +13,10 @@ from datalist_helpers import copy_dataset, esc, rewrite_nifti
 
 from pipelines.data import (
     DatasetError,
+    brats_datalist,
     hvsmr_datalist,
+    image_folder_datalist,
+    make_brats_demo,
     make_hvsmr_demo,
     make_malc_demo,
     malc_datalist,
@@ -140,3 +143,38 @@ def test_segmentation_empty_layouts(tmp_path):
         hvsmr_datalist(str(tmp_path))
     with pytest.raises(DatasetError, match="does not exist"):
         hvsmr_datalist(str(tmp_path / "missing"))
+
+
+def test_inference_inputs_plain_folder_or_dataset_root(malc_src, tmp_path):
+    """MALC / HVSMR inference: a folder of volumes, or a dataset root whose images/ are read (masks/ ignored)."""
+    expected = [{"image": os.path.join(malc_src, "images", f"{c}.nii.gz"), "case_id": c} for c in ("1000_3", "1001_3")]
+    assert image_folder_datalist(malc_src) == expected
+    assert image_folder_datalist(os.path.join(malc_src, "images")) == expected
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(os.path.join(malc_src, "images", "1001_3.nii.gz"), flat / "new.nii.gz")
+    assert image_folder_datalist(str(flat)) == [{"image": str(flat / "new.nii.gz"), "case_id": "new"}]
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no NIfTI images"):
+        image_folder_datalist(str(tmp_path / "empty"))
+
+
+def test_brats_inference_inputs_plain_folder_of_cases(tmp_path):
+    """BraTS inference: the dataset root (case folders), one case folder, or the cases' files side by side."""
+    root = make_brats_demo(str(tmp_path / "brats"), num_cases=2, shape=(16, 16, 16), seed=0)
+    by_root = brats_datalist(root, require_label=False, check_labels=False)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for item in by_root:
+        for path in item["image"]:  # the four modalities, no segmentation
+            shutil.copy(path, flat / os.path.basename(path))
+    items = brats_datalist(str(flat), require_label=False)
+    assert [it["case_id"] for it in items] == [it["case_id"] for it in by_root]
+    for got, ref in zip(items, by_root):
+        assert got["image"] == [str(flat / os.path.basename(p)) for p in ref["image"]]  # t1, t1ce, t2, flair order
+        assert "label" not in got
+    one_case = os.path.dirname(by_root[0]["image"][0])
+    assert [it["case_id"] for it in brats_datalist(one_case)] == [by_root[0]["case_id"]]
+    os.remove(flat / os.path.basename(by_root[1]["image"][1]))  # a case without its t1ce
+    with pytest.raises(DatasetError, match=f"case {by_root[1]['case_id']} is missing its t1ce"):
+        brats_datalist(str(flat), require_label=False)
