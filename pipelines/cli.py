@@ -117,18 +117,39 @@ def demo(output_dir: str = "runs/demo", data_dir: str | None = None, epochs: int
     return result
 
 
-def main() -> None:
-    """Entry point of ``python -m pipelines`` (commands: ``demo``, ``sweep``)."""
+def _fire_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--help`` / ``-h`` moved behind fire's ``--`` separator, so that fire shows the help of the command
+    instead of passing ``help=True`` to it (the commands take ``**kwargs``-style overrides)."""
+    argv = list(argv)
+    if "--" not in argv and any(a in ("--help", "-h") for a in argv):
+        argv = [a for a in argv if a not in ("--help", "-h")] + ["--", "--help"]
+    return argv
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``python -m pipelines`` (commands: ``demo``, ``sweep``; ``--help`` after any of them).
+
+    Args:
+        argv: the command line after ``python -m pipelines`` (default: ``sys.argv[1:]``).
+    """
+    import functools
+    import sys
+
     import fire
 
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    def _demo(**kwargs) -> None:  # fire would print the returned dict; the demo prints its own summary
-        demo(**kwargs)
+    from .bundles.guards import install_excepthook
+    from .experiments import run_sweep
 
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    install_excepthook()
+
+    @functools.wraps(demo)
+    def _demo(*args, **kwargs) -> None:  # fire would print the returned dict; the demo prints its own summary
+        demo(*args, **kwargs)
+
+    @functools.wraps(run_sweep)
     def _sweep(path: str, profile: str | None = None, **changes) -> None:
         import yaml
-
-        from .experiments import run_sweep
 
         # fire passes what it cannot parse as a Python literal as a string: read those as YAML flow values
         changes = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in changes.items()}
@@ -137,8 +158,5 @@ def main() -> None:
         for key in ("results", "summary", "table", "plot"):
             print(f"[sweep] {key:8s}: {result[key]}")
 
-    _demo.__doc__ = demo.__doc__
-    from .experiments import run_sweep
-
-    _sweep.__doc__ = run_sweep.__doc__
-    fire.Fire({"demo": _demo, "sweep": _sweep})
+    fire.Fire({"demo": _demo, "sweep": _sweep}, command=_fire_argv(sys.argv[1:] if argv is None else argv),
+              name="python -m pipelines")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from ..bundles.guards import UserFacingError
+
 __all__ = ["DatasetError"]
 
 
-class DatasetError(ValueError):
+class DatasetError(ValueError, UserFacingError):
     """A dataset on disk is missing, incomplete or inconsistent.
 
     Raised by the datalist scanners before any training starts. The message always names the

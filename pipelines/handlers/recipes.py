@@ -51,25 +51,46 @@ def training_handlers(
     return handlers
 
 
-def checkpoint_handlers(*, ckpt_dir: str, network, optimizer, lr_scheduler, trainer, validator, device=None) -> list:
-    """Resume from the newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir`` (if any) and save the full training state
-    (network, optimizer, scheduler, trainer, best validation score) there after every epoch.
+def checkpoint_handlers(
+    *, ckpt_dir: str, network, optimizer, trainer, validator, lr_scheduler=None, device=None, settings=None,
+    resume: bool = True, keep_last: int = 2,
+) -> list:
+    """Resume the newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir`` when it is the same run, and save the full training
+    state there after every epoch, keeping the last ``keep_last``.
 
-    They refer to the trainer, so a config attaches them after building it
-    (``pipelines.handlers.attach_handlers``).
+    The state: network, optimizer, scheduler (if any), trainer, the trainer's best training metric (MONAI's
+    ``key_train_metric``, e.g. ``train_dice``) and the validator's best validation metric
+    (:class:`~pipelines.handlers.checkpoints.BestMetricState`), and ``settings``
+    (:class:`~pipelines.handlers.checkpoints.RunSettings`), which a resume must match
+    (:class:`~pipelines.handlers.checkpoints.ResumeCheckpointLoader`). ``resume=False`` starts afresh, moving the old
+    checkpoints aside. They refer to the trainer, so a config attaches them after building it
+    (``pipelines.handlers.attach_handlers``), before anything else that acts when the trainer starts.
+
+    Returns:
+        ``[ResumeCheckpointLoader, CheckpointSaver, CheckpointPruner]``.
     """
-    from monai.handlers import CheckpointLoader, CheckpointSaver
+    from monai.handlers import CheckpointSaver
 
-    from .checkpoints import BestMetricState, latest_checkpoint
+    from .checkpoints import (
+        RUN_SETTINGS_KEY,
+        BestMetricState,
+        CheckpointPruner,
+        ResumeCheckpointLoader,
+        RunSettings,
+    )
 
+    if settings is not None and not isinstance(settings, RunSettings):
+        settings = RunSettings(settings)
     state = {"model": network, "optimizer": optimizer, "lr_scheduler": lr_scheduler, "trainer": trainer,
-             "validation": BestMetricState(validator)}
-    handlers = []
-    last = latest_checkpoint(ckpt_dir)
-    if last is not None:
-        handlers.append(CheckpointLoader(load_path=last, load_dict=state, map_location=device))
-    handlers.append(CheckpointSaver(save_dir=ckpt_dir, save_dict=state, save_interval=1, n_saved=1, epoch_level=True))
-    return handlers
+             "training_best": BestMetricState(trainer), "validation": BestMetricState(validator),
+             RUN_SETTINGS_KEY: settings}
+    state = {k: v for k, v in state.items() if v is not None}
+    return [
+        ResumeCheckpointLoader(ckpt_dir, state, settings=settings, resume=resume, map_location=device,
+                               keep_last=keep_last),
+        CheckpointSaver(save_dir=ckpt_dir, save_dict=state, save_interval=1, n_saved=keep_last, epoch_level=True),
+        CheckpointPruner(ckpt_dir, keep=keep_last),
+    ]
 
 
 def validation_handlers(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import hashlib
 import json
 import os
@@ -269,3 +270,69 @@ def test_attention_is_switchable_by_override(attention):
     names = {type(m).__name__ for m in net.modules()}
     assert ("ProgressiveAttention" in names) == (attention == "pam")
     assert ("ChannelSELayer" in names) == (attention == "se")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One epoch of the real configs on 4 tiny cases (2 folds), the run the resume tests below start from."""
+    base = tmp_path_factory.mktemp("brats_resume")
+    data = make_brats_demo(str(base / "data"), num_cases=4, shape=(24, 24, 16), seed=1)
+    settings = dict(roi_size=[24, 24, 16], num_workers=0, num_folds=2, sw_batch_size=1, batch_size=2, cache_rate=0.0,
+                    dataset_dir=data, output_dir=str(base / "out"), **{"network_def#features": [4, 8, 16, 32]})
+    wf = ConfigWorkflow(config_file=str(CONFIGS / "train.yaml"), meta_file=str(CONFIGS / "metadata.json"),
+                        logging_file=False, workflow_type="train", **dict(settings, epochs=1))
+    wf.initialize()
+    wf.run()
+    best = wf.parser.get_parsed_content("train#trainer").state.best_metric
+    wf.finalize()
+    return settings, best
+
+
+def _tiny(settings: dict, **override):
+    wf = ConfigWorkflow(config_file=str(CONFIGS / "train.yaml"), meta_file=str(CONFIGS / "metadata.json"),
+                        logging_file=False, workflow_type="train", **dict(settings, **override))
+    wf.initialize()
+    started = []
+    wf.parser.get_parsed_content("train#trainer").add_event_handler(
+        Events.EPOCH_STARTED, lambda e: started.append((e.state.epoch, e.state.best_metric)))
+    return wf, started
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"fold": 1}, "fold: 0 -> 1"),
+    ({"network_def#attention": "se"}, "network_def#attention: 'pam' -> 'se'"),
+    ({"roi_size": [16, 16, 16]}, "roi_size: [24, 24, 16] -> [16, 16, 16]"),
+])
+def test_resume_with_other_fold_network_or_patch_is_refused(tiny_run, change, expected):
+    from pipelines.handlers.checkpoints import CheckpointMismatchError
+
+    settings, _ = tiny_run
+    models = Path(settings["output_dir"]) / "models"
+    before = _digest(str(models))
+    wf, started = _tiny(settings, epochs=2, **change)
+    with pytest.raises(RuntimeError) as info:
+        wf.run()
+    wf.finalize()
+    chain, err = [], info.value
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__
+    refused = [e for e in chain if isinstance(e, CheckpointMismatchError)]
+    assert refused and expected in str(refused[0]) and str(models / "checkpoint_epoch=1.pt") in str(refused[0])
+    assert started == [] and _digest(str(models)) == before  # refused before any epoch; nothing written
+
+
+def test_finished_run_exits_saying_so_and_resume_restores_best_train_dice(tiny_run, caplog):
+    settings, best = tiny_run
+    wf, started = _tiny(settings, epochs=1)
+    with caplog.at_level(logging.INFO, logger="pipelines.handlers.checkpoints"):
+        wf.run()
+    wf.finalize()
+    assert started == []
+    assert f"run in {settings['output_dir']} already finished epoch 1 of 1" in caplog.text
+    wf, started = _tiny(settings, epochs=2)
+    with caplog.at_level(logging.INFO, logger="pipelines.handlers.checkpoints"):
+        wf.run()
+    wf.finalize()
+    assert f"resuming from epoch 1 of 2 (checkpoint {settings['output_dir']}/models/checkpoint_epoch=1.pt)" in caplog.text
+    assert best > 0 and started == [(2, best)]  # the best train Dice of epoch 1 came back with the checkpoint

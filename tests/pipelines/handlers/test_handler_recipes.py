@@ -7,6 +7,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver, ValidationHandler
 
 from pipelines.handlers import OptimizerParamsLogger
+from pipelines.handlers.checkpoints import CheckpointPruner, ResumeCheckpointLoader
 from pipelines.handlers.recipes import (
     checkpoint_handlers,
     evaluation_handlers,
@@ -23,16 +24,20 @@ def _parts():
     return net, opt, sched, Engine(lambda e, b: None), Engine(lambda e, b: None)
 
 
-def test_checkpoint_handlers_resume_only_when_a_checkpoint_exists(tmp_path):
+def test_checkpoint_handlers_list_and_shared_state(tmp_path):
     net, opt, sched, trainer, validator = _parts()
-    parts = dict(ckpt_dir=str(tmp_path), network=net, optimizer=opt, lr_scheduler=sched, trainer=trainer,
-                 validator=validator)
-    first = checkpoint_handlers(**parts)
-    assert [type(h) for h in first] == [CheckpointSaver]
-    (tmp_path / "checkpoint_epoch=3.pt").write_bytes(b"")
-    second = checkpoint_handlers(**parts)
-    assert [type(h) for h in second] == [CheckpointLoader, CheckpointSaver]
-    assert second[0].load_path.endswith("checkpoint_epoch=3.pt")
+    handlers = checkpoint_handlers(ckpt_dir=str(tmp_path), network=net, optimizer=opt, lr_scheduler=sched,
+                                   trainer=trainer, validator=validator, settings={"fold": 0})
+    assert [type(h) for h in handlers] == [ResumeCheckpointLoader, CheckpointSaver, CheckpointPruner]
+    saver = handlers[1]
+    # one state for loading and saving: the network, optimiser, scheduler, trainer, both best scores, the settings
+    assert {"model", "optimizer", "lr_scheduler", "trainer", "training_best", "validation"} <= set(saver.save_dict)
+    assert saver.save_dict["model"] is net and saver.save_dict["optimizer"] is opt
+    no_scheduler = checkpoint_handlers(ckpt_dir=str(tmp_path), network=net, optimizer=opt, trainer=trainer,
+                                       validator=validator)
+    assert "lr_scheduler" not in no_scheduler[1].save_dict  # BUSI has no scheduler
+    with pytest.raises(TypeError):  # named arguments only
+        checkpoint_handlers(str(tmp_path), net, opt, trainer, validator)
 
 
 def test_handler_lists(tmp_path):
