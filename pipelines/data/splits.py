@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import DatasetError
+
 __all__ = ["kfold_assignments", "kfold_split"]
 
 
@@ -66,7 +68,10 @@ def kfold_assignments(
         groups.setdefault(key, []).append(i)
     if num_folds > len(groups):
         what = f"groups ({group_key!r})" if group_key is not None else "items"
-        raise ValueError(f"num_folds={num_folds} exceeds the number of {what}: {len(groups)}.")
+        raise DatasetError(
+            f"num_folds={num_folds} exceeds the number of {what}: {len(groups)}; use --num_folds {max(2, len(groups))} "
+            "or fewer."
+        )
 
     strata: dict[Hashable, list[list[int]]] = {}
     for members in groups.values():

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pipelines.data import kfold_assignments, kfold_split
+from pipelines.data import DatasetError, kfold_assignments, kfold_split
 
 
 def _items(labels, groups=None):
@@ -115,9 +115,9 @@ def test_errors():
         kfold_split(items, 2, -1)
     with pytest.raises(ValueError, match="num_folds must be an integer >= 2, got 1"):
         kfold_split(items, 1, 0)
-    with pytest.raises(ValueError, match="num_folds=5 exceeds the number of items: 4"):
+    with pytest.raises(DatasetError, match="num_folds=5 exceeds the number of items: 4; use --num_folds 4 or fewer"):
         kfold_split(items, 5, 0)
-    with pytest.raises(ValueError, match=r"num_folds=3 exceeds the number of groups \('patient_id'\): 2"):
+    with pytest.raises(DatasetError, match=r"num_folds=3 exceeds the number of groups \('patient_id'\): 2"):
         kfold_split(items, 3, 0, group_key="patient_id")
     with pytest.raises(ValueError, match="item 0 has no stratify key 'grade'"):
         kfold_split(items, 2, 0, stratify_key="grade")
