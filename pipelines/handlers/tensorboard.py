@@ -9,6 +9,7 @@ trainer's epoch under MONAI's ``ValidationHandler``). A new panel subclasses it 
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from collections.abc import Mapping
 
 import ignite.distributed as idist
@@ -57,7 +58,7 @@ def overlay_rgb(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.
     return np.clip(rgb, 0.0, 1.0)
 
 
-class EpochPictureHandler(TensorBoardHandler):
+class EpochPictureHandler(TensorBoardHandler, metaclass=ABCMeta):
     """Base of the TensorBoard picture panels: one image per evaluator run, from its first iteration.
 
     Attach to an evaluator (``val_handlers``). At the first ``ITERATION_COMPLETED`` of each run (``EPOCH_STARTED``
@@ -90,10 +91,10 @@ class EpochPictureHandler(TensorBoardHandler):
     def _reset(self, engine: Engine) -> None:
         self._done = False
 
+    @abstractmethod
     def make_engine_picture(self, engine: Engine) -> np.ndarray | None:
         """The picture of this run from ``engine.state`` (``output``, ``batch``) and the engine (``network``):
-        float ``(3, H, W)`` in [0, 1], or None to write nothing this time."""
-        raise NotImplementedError(f"{type(self).__name__} must implement make_engine_picture.")
+        float ``(3, H, W)`` in [0, 1], or None to write nothing this time (the hook every subclass overrides)."""
 
     def __call__(self, engine: Engine) -> None:
         if self._done or self._writer is None:

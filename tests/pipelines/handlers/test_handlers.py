@@ -129,6 +129,11 @@ class _Counter(EpochPictureHandler):
         return np.full((3, 2, 2), engine.state.output, np.float32)
 
 
+def test_picture_base_needs_the_picture_hook(tmp_path):
+    with pytest.raises(TypeError, match="make_engine_picture"):  # abstract: a subclass must make the picture
+        EpochPictureHandler(log_dir=str(tmp_path))
+
+
 def test_picture_base_once_per_run_step_is_epoch_rank0_writes():
     writer = _Writer()
     handler = _Counter(summary_writer=writer, tag="grey")
