@@ -18,7 +18,7 @@ from scipy import ndimage
 from ..datalists.chestxray14 import CHESTXRAY14_CSV
 from .common import check_count, seeded_rng, smooth_noise, to_uint8
 
-__all__ = ["make_chestxray14_demo"]
+__all__ = ["chest_radiograph", "make_chestxray14_demo"]
 
 _CXR_HEADER = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
@@ -37,8 +37,13 @@ _CXR_PATIENT_TYPES = (
 )
 
 
-def _cxr_image(rng: np.random.Generator, size: int, findings: Sequence[str]) -> np.ndarray:
-    """A frontal chest radiograph (opacity 0..1, bright = dense) with the given findings."""
+def chest_radiograph(rng: np.random.Generator, size: int, findings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A frontal chest radiograph with the given findings and its lung mask.
+
+    Returns:
+        ``(image, lungs)``: the radiograph as ``uint8`` ``(size, size)`` (bright = dense) and the boolean mask of
+        both lung fields ``(size, size)`` (below the apices, above the diaphragm domes, outside the heart shadow).
+    """
     s = float(size)
     yy, xx = np.mgrid[0:size, 0:size].astype(float)
     body = ((xx - s / 2) / (0.46 * s)) ** 2 + ((yy - 0.62 * s) / (0.62 * s)) ** 2 < 1.0
@@ -101,7 +106,10 @@ def _cxr_image(rng: np.random.Generator, size: int, findings: Sequence[str]) -> 
         image = image - 0.5 * streaks / (streaks.max() + 1e-12)
     image = ndimage.gaussian_filter(image, 0.7)
     image = image * rng.uniform(0.9, 1.05) + 0.015 * rng.standard_normal((size, size))
-    return to_uint8(np.clip(image, 0.0, 1.0))
+    lung_mask = np.zeros((size, size), bool)
+    for lung, *_ in lungs:
+        lung_mask |= lung
+    return to_uint8(np.clip(image, 0.0, 1.0)), lung_mask & ~heart
 
 
 def _cxr_findings(rng: np.random.Generator, patient_type: str, num_images: int) -> list[str]:
@@ -151,7 +159,7 @@ def make_chestxray14_demo(root: str, num_patients: int = 24, size: int = 128, se
         for follow_up, finding in enumerate(_cxr_findings(rng, patient_type, num_images)):
             name = f"{pid:08d}_{follow_up:03d}.png"
             image_rng = seeded_rng(seed, 5, pid * 1000 + follow_up)
-            Image.fromarray(_cxr_image(image_rng, size, finding.split("|")), mode="L").save(
+            Image.fromarray(chest_radiograph(image_rng, size, finding.split("|"))[0], mode="L").save(
                 os.path.join(root, "images", name)
             )
             view = "PA" if image_rng.random() < 0.7 else "AP"
