@@ -34,7 +34,10 @@ from typing import Any
 __all__ = ["RunBundleWriter", "RunSettingsError", "check_run_settings", "run_bundle_root"]
 
 #: top-level keys never copied from the training configuration into the run's inference config
-_NOT_SHARED = frozenset({"imports", "bundle_root", "output_dir", "device", "amp", "_meta_"})
+# never copied from training into a standalone config: the run ids (training's `run` list is not inference's) and the
+# machine-specific keys
+_NOT_SHARED = frozenset({"imports", "bundle_root", "output_dir", "device", "amp", "_meta_", "run", "initialize",
+                         "finalize", "training", "evaluating", "inference"})
 _HEADER = (
     "# Written by pipelines.bundles.RunBundleWriter at the start of the training run in this folder: the bundle's {name}"
     "\n# with the run's settings (every override of the training command applied). bundle_root is this run folder.\n"

@@ -29,6 +29,7 @@ TRAIN = {
     "run_bundle_writer": {"_target_": "pipelines.bundles.RunBundleWriter", "run_dir": "@output_dir",
                           "bundle_root": "@bundle_root", "relocate": {"output_dir": "."}},
     "training": ["$@run_bundle_writer.write()"],
+    "run": ["$@run_bundle_writer#run_dir", "$@run_bundle_writer.write()"],  # '#' is parsed as '::': never shared
 }
 EVALUATE = {"ckpt_path": "$@output_dir + '/models/model.pt'", "evaluating": ["$@network_def.in_features"]}
 INFERENCE = {
@@ -39,6 +40,7 @@ INFERENCE = {
     "num_workers": 4,
     "network_def": {"_target_": "torch.nn.Linear", "in_features": 3, "out_features": 2},
     "inference": ["$@network_def.in_features"],
+    "run": ["$@network_def.in_features"],
 }
 
 
@@ -88,6 +90,7 @@ def test_the_run_folder_holds_a_bundle_with_the_overrides_applied(run_folder):
     assert inference["network_def"]["in_features"] == "@width" and inference["width"] == 5
     assert inference["num_workers"] == 0 and inference["pred_dir"] == "$@output_dir + '/predictions'"
     assert "epochs" not in inference  # training-only keys stay out
+    assert inference["run"] == INFERENCE["run"] and "training" not in inference  # run ids stay the config's own
     evaluate = ConfigParser.load_config_file(str(configs / "evaluate.yaml"))
     assert evaluate == EVALUATE  # an overlay of the run's train.yaml, unchanged
     assert json.loads((configs / "metadata.json").read_text())["name"] == "tiny"
