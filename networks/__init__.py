@@ -25,7 +25,13 @@ from .blocks import (
     list_attention_blocks,
     register_attention,
 )
-from .nets import AttentionUNet, AttentionVNet, LANet, ResNetClassifier
+from .nets import (
+    AttentionUNet,
+    AttentionVNet,
+    JointSegClsNet,
+    LANet,
+    ResNetClassifier,
+)
 from .registry import (  # noqa: I001
     NetworkSpec,
     build_segmentation_network,
@@ -50,6 +56,7 @@ __all__ = [
     "is_skip_gate",
     "ATTENTION_BLOCKS",
     "AttentionUNet",
+    "JointSegClsNet",
     "LANet",
     "ResNetClassifier",
     "ChannelAttention",

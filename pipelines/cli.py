@@ -127,7 +127,8 @@ def _fire_argv(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``python -m pipelines`` (commands: ``demo``, ``sweep``; ``--help`` after any of them).
+    """Entry point of ``python -m pipelines`` (commands: ``demo``, ``sweep``, ``prepare chestxray14``, ``lung-boxes``;
+    ``--help`` after any of them).
 
     Args:
         argv: the command line after ``python -m pipelines`` (default: ``sys.argv[1:]``).
@@ -138,7 +139,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     import fire
 
     from .bundles.guards import install_excepthook
+    from .data.prepare.chestxray14 import COUNTS_MD, prepare_chestxray14
     from .experiments import run_sweep
+    from .predictors.lung_boxes import compute_lung_boxes
 
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     install_excepthook()
@@ -158,5 +161,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         for key in ("results", "summary", "table", "plot"):
             print(f"[sweep] {key:8s}: {result[key]}")
 
-    fire.Fire({"demo": _demo, "sweep": _sweep}, command=_fire_argv(sys.argv[1:] if argv is None else argv),
-              name="python -m pipelines")
+    @functools.wraps(prepare_chestxray14)
+    def _prepare_chestxray14(*args, **kwargs) -> None:  # fire would print the returned path; print the counts too
+        task_dir = prepare_chestxray14(*args, **kwargs)
+        with open(os.path.join(task_dir, COUNTS_MD)) as f:
+            print(f.read())
+        print(f"[prepare] {task_dir}  (manifest.csv, counts.csv, counts.md)")
+
+    commands = {"demo": _demo, "sweep": _sweep, "prepare": {"chestxray14": _prepare_chestxray14}}
+
+    @functools.wraps(compute_lung_boxes)
+    def _lung_boxes(*args, **kwargs) -> None:  # print the CSV path, not fire's echo
+        print(f"[lung-boxes] {compute_lung_boxes(*args, **kwargs)}")
+
+    commands["lung-boxes"] = _lung_boxes
+    fire.Fire(commands, command=_fire_argv(sys.argv[1:] if argv is None else argv), name="python -m pipelines")

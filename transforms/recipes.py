@@ -14,6 +14,13 @@ left and right structures have different labels) and a random rotation by U(-10,
 
 BUSI (LA-Net): :func:`busi_train_transforms`, :func:`busi_eval_transforms` (the paper's augmentations, applied to
 image and mask alike).
+
+Chest X-ray lung masks (``cxr_lung_segmentation``): :func:`cxr_lung_train_transforms`, :func:`cxr_lung_eval_transforms`
+and the predictor's image-only :func:`cxr_lung_image_transforms`.
+
+Chest X-ray classification with the Grad-CAM attention loss (``cxr_attention_classification``):
+:func:`cxr_classification_train_transforms`, :func:`cxr_classification_eval_transforms` (image, class region from
+the lung box) and the predictor's image-only :func:`cxr_classification_image_transforms`.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from monai.transforms import (
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
+    MapTransform,
     NormalizeIntensityd,
     Orientationd,
     RandFlipd,
@@ -52,6 +60,9 @@ from .busi import (
 )
 
 __all__ = ["LABEL_MODES", "STAGES", "busi_eval_transforms", "busi_image_transforms", "busi_train_transforms", "segmentation_transforms"]
+__all__ += ["cxr_lung_eval_transforms", "cxr_lung_image_transforms", "cxr_lung_train_transforms"]
+__all__ += ["cxr_classification_eval_transforms", "cxr_classification_image_transforms",
+            "cxr_classification_train_transforms"]
 
 
 STAGES = ("train", "validate", "inference")
@@ -259,6 +270,298 @@ def busi_image_transforms(image_size: int = 256, image_key: str = "image") -> Co
     return Compose([
         ResizeShortSided(image_key, image_size, mode="bilinear", anti_aliasing=True),
         CenterSpatialCropd(image_key, roi_size=image_size),
+        ScaleIntensityRanged(image_key, a_min=0.0, a_max=255.0, b_min=-1.0, b_max=1.0, clip=True),
+        EnsureTyped(image_key, dtype=torch.float32, track_meta=True),
+    ])
+
+
+# --------------------------------------------------------------------------------------------
+# chest X-ray lung segmentation (cxr_lung_segmentation)
+# --------------------------------------------------------------------------------------------
+def _cxr_lung_load(image_size: int) -> list:
+    """Load (the ``label`` mask files merged with a logical or) -> resize to ``image_size`` x ``image_size`` (image
+    bilinear with anti-aliasing, mask by area then thresholded at 0.5)."""
+    from monai.transforms import AsDiscreted, Resized
+
+    from .busi import LoadBUSId
+
+    size = (int(image_size), int(image_size))
+    return [
+        LoadBUSId("image", masks_key="label", mask_key="label", has_mask_key="has_mask"),
+        DeleteItemsd("has_mask"),
+        Resized(("image", "label"), size, mode=("bilinear", "area"), anti_aliasing=(True, False)),
+        AsDiscreted("label", threshold=0.5),
+    ]
+
+
+def _cxr_lung_finish(keys: Sequence[str], track_meta: bool) -> list:
+    return [
+        NormalizeIntensityd("image", nonzero=False, channel_wise=True),
+        EnsureTyped(keys, dtype=torch.float32, track_meta=track_meta),
+    ]
+
+
+def cxr_lung_train_transforms(
+    image_size: int = 256,
+    affine_prob: float = 0.5,
+    rotate_degrees: float = 10.0,
+    scale: float = 0.1,
+    translate: float = 0.05,
+    gamma_prob: float = 0.3,
+    gamma: Sequence[float] = (0.8, 1.25),
+) -> Compose:
+    """Lung-segmentation training pipeline for :func:`~pipelines.data.datalists.montgomery_datalist` items.
+
+    Load the image (grayscale ``(1, H, W)`` in [0, 255]; colour becomes luminance) and merge its mask files
+    (``label``: the Montgomery left and right lung, or one mask) -> resize both to ``image_size`` x ``image_size``
+    (the whole radiograph, aspect ratio not kept, as the method resizes to 512 x 512) -> light augmentation: a
+    random affine (rotation ``|a| <= rotate_degrees``, scaling ``1 +- scale``, shift ``+- translate * image_size``,
+    probability ``affine_prob``; image bilinear, mask nearest, border padding) and a random gamma of the image
+    (``gamma`` range, probability ``gamma_prob``) -> z-score of the image. No flips: a radiograph is not
+    left-right symmetric (the heart).
+
+    Returns a :class:`~monai.transforms.Compose` producing ``image`` ``(1, S, S)`` float32, ``label`` ``(1, S, S)``
+    in {0, 1} and the item's ``case_id``. Everything before the affine is deterministic, so MONAI's
+    ``CacheDataset`` caches the resized images.
+    """
+    from monai.transforms import RandAdjustContrastd, RandAffined
+
+    keys = ("image", "label")
+    steps = _cxr_lung_load(image_size)
+    if affine_prob > 0:
+        shift = float(translate) * int(image_size)
+        steps.append(
+            RandAffined(
+                keys, prob=affine_prob, rotate_range=math.radians(rotate_degrees), scale_range=(scale, scale),
+                translate_range=(shift, shift), mode=("bilinear", "nearest"), padding_mode="border",
+            )
+        )
+    if gamma_prob > 0:
+        steps.append(RandAdjustContrastd("image", prob=gamma_prob, gamma=tuple(gamma)))
+    return Compose(steps + _cxr_lung_finish(keys, track_meta=False))
+
+
+def cxr_lung_eval_transforms(image_size: int = 256) -> Compose:
+    """Lung-segmentation evaluation pipeline: :func:`cxr_lung_train_transforms` without augmentation
+    (load, merge the masks, resize to ``image_size``, z-score). Deterministic; outputs as the training pipeline."""
+    return Compose(_cxr_lung_load(image_size) + _cxr_lung_finish(("image", "label"), track_meta=False))
+
+
+def cxr_lung_image_transforms(image_size: int = 256, image_key: str = "image") -> Compose:
+    """The image path of :func:`cxr_lung_eval_transforms` after loading, keeping the meta data for
+    :class:`~monai.transforms.Invertd`: resize to ``image_size`` x ``image_size`` (bilinear, anti-aliased), z-score.
+    Its input is ``{image_key: MetaTensor (1, H, W) in [0, 255]}`` (:func:`pipelines.predictors.load_input_image`);
+    a predictor maps the network's ``(C, S, S)`` output back to ``(C, H, W)`` by inverting the resize."""
+    from monai.transforms import Resized
+
+    size = (int(image_size), int(image_size))
+    return Compose([
+        Resized(image_key, size, mode="bilinear", anti_aliasing=True),
+        NormalizeIntensityd(image_key, nonzero=False, channel_wise=True),
+        EnsureTyped(image_key, dtype=torch.float32, track_meta=True),
+    ])
+
+
+# --------------------------------------------------------------------------------------------
+# chest X-ray classification with the Grad-CAM attention loss (cxr_attention_classification)
+# --------------------------------------------------------------------------------------------
+class _LungBoxToGridd(MapTransform):
+    """Map the item's lung box from the grid of its image (as loaded, before any resize) to the
+    ``spatial_size`` grid the image is resized to (:func:`transforms.chestxray.scale_box`); float32 ``(4,)``."""
+
+    def __init__(self, keys: str = "lung_box", image_key: str = "image", spatial_size: int = 224) -> None:
+        super().__init__(keys)
+        self.image_key, self.spatial_size = image_key, (int(spatial_size), int(spatial_size))
+
+    def __call__(self, data):
+        from .chestxray import scale_box
+
+        d = dict(data)
+        from_hw = tuple(int(s) for s in d[self.image_key].shape[1:])
+        for key in self.key_iterator(d):
+            box = scale_box(torch.as_tensor(d[key]).reshape(4).tolist(), from_hw, self.spatial_size)
+            d[key] = torch.as_tensor(box, dtype=torch.float32)
+        return d
+
+
+def _cxr_classification_load(class_names: Sequence[str], image_size: int) -> list:
+    """Load (grayscale ``(1, H, W)`` in [0, 255]) -> lung box to the ``image_size`` grid -> class region ->
+    resize the image to ``image_size`` x ``image_size`` (bilinear, anti-aliased)."""
+    from monai.transforms import Resized
+
+    from .busi import LoadBUSId
+    from .chestxray import ClassRegiond
+
+    size = (int(image_size), int(image_size))
+    return [
+        LoadBUSId("image", masks_key="_no_masks", mask_key="_unused_mask", has_mask_key="_unused_has_mask"),
+        DeleteItemsd(("_unused_mask", "_unused_has_mask")),
+        _LungBoxToGridd("lung_box", image_key="image", spatial_size=image_size),
+        ClassRegiond("region", class_names=class_names, spatial_size=size, box_key="lung_box", label_key="label"),
+        Resized("image", size, mode="bilinear", anti_aliasing=True),
+    ]
+
+
+def _cxr_classification_normalise(image_key: str = "image") -> list:
+    """[0, 255] -> [0, 1] -> ``(x - 0.5) / 0.5`` (the method's mean/std 0.5 normalisation, i.e. [-1, 1])."""
+    return [
+        ScaleIntensityRanged(image_key, a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
+        NormalizeIntensityd(image_key, subtrahend=0.5, divisor=0.5),
+    ]
+
+
+def cxr_classification_train_transforms(
+    class_names: Sequence[str],
+    image_size: int = 224,
+    augment: bool = True,
+    affine_prob: float = 0.5,
+    rotate_degrees: float = 5.0,
+    scale: float = 0.05,
+    translate: float = 0.03,
+    intensity_prob: float = 0.5,
+    intensity: float = 0.1,
+) -> Compose:
+    """Training pipeline of the Grad-CAM attention classifier for
+    :func:`~pipelines.data.datalists.chestxray14_prepared_datalist` items (``image``, ``label``, ``lung_box`` in the
+    original pixel grid).
+
+    Load the image as one grayscale channel in [0, 255] (RGBA and 16-bit PNGs included,
+    :func:`transforms.busi.load_busi_image`) -> map the lung box to the ``image_size`` grid -> ``region``, the class
+    region of the item's label (:class:`transforms.chestxray.ClassRegiond`, ``(1, S, S)`` in {0, 1}, all zero for No
+    Finding) -> resize the image to ``image_size`` x ``image_size`` (the whole radiograph, aspect ratio not kept, as
+    the method's 224 x 224) -> light augmentation (``augment``) that keeps the region on the anatomy: one random
+    affine of image and region together (rotation ``|a| <= rotate_degrees``, scaling ``1 +- scale``, shift
+    ``+- translate * image_size``, probability ``affine_prob``; image bilinear, region nearest, zero padding) and a
+    random intensity scaling of the image (``1 +- intensity``, probability ``intensity_prob``); no flips (the heart
+    makes a radiograph asymmetric) -> [0, 1] -> mean/std 0.5.
+
+    Returns a :class:`~monai.transforms.Compose` producing ``image`` ``(1, S, S)`` float32 in about [-1, 1],
+    ``region`` ``(1, S, S)`` float32, ``lung_box`` float32 ``(4,)`` in the ``S`` grid (before the affine) and the
+    item's other keys. Everything before the augmentation is deterministic (cached by MONAI's ``CacheDataset``).
+
+    Args:
+        class_names: the task's classes in label order (:data:`transforms.chestxray.CXR_TASKS`).
+        image_size: network input side S (224 in the method).
+        augment: apply the augmentation (False: the evaluation pipeline).
+        affine_prob / rotate_degrees / scale / translate: the random affine.
+        intensity_prob / intensity: the random intensity scaling.
+    """
+    from monai.transforms import RandAffined
+
+    steps = _cxr_classification_load(class_names, image_size)
+    if augment and affine_prob > 0:
+        shift = float(translate) * int(image_size)
+        steps.append(
+            RandAffined(
+                ("image", "region"), prob=affine_prob, rotate_range=math.radians(rotate_degrees),
+                scale_range=(scale, scale), translate_range=(shift, shift), mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            )
+        )
+    if augment and intensity_prob > 0 and intensity > 0:
+        steps.append(RandScaleIntensityd("image", factors=intensity, prob=intensity_prob))
+    steps += _cxr_classification_normalise()
+    steps.append(EnsureTyped(("image", "region"), dtype=torch.float32, track_meta=False))
+    return Compose(steps)
+
+
+def cxr_classification_eval_transforms(class_names: Sequence[str], image_size: int = 224) -> Compose:
+    """Evaluation pipeline: :func:`cxr_classification_train_transforms` without augmentation (load, lung box to the
+    ``image_size`` grid, class region, resize, [0, 1], mean/std 0.5). Deterministic; outputs as the training one."""
+    return cxr_classification_train_transforms(class_names, image_size, augment=False)
+
+
+def cxr_classification_image_transforms(image_size: int = 224, image_key: str = "image") -> Compose:
+    """The image path of :func:`cxr_classification_eval_transforms` after loading, keeping the meta data for
+    :class:`~monai.transforms.Invertd` (a predictor maps the ``(1, S, S)`` Grad-CAM back onto the ``(H, W)`` image):
+    resize to ``image_size`` x ``image_size`` (bilinear, anti-aliased), [0, 255] -> [0, 1], mean/std 0.5. Its input
+    is ``{image_key: MetaTensor (1, H, W) in [0, 255]}`` (:func:`pipelines.predictors.load_input_image`)."""
+    from monai.transforms import Resized
+
+    size = (int(image_size), int(image_size))
+    return Compose([
+        Resized(image_key, size, mode="bilinear", anti_aliasing=True),
+        *_cxr_classification_normalise(image_key),
+        EnsureTyped(image_key, dtype=torch.float32, track_meta=True),
+    ])
+
+
+# --------------------------------------------------------------------------------------------
+# BUSI joint segmentation + classification (busi_joint_segcls)
+# --------------------------------------------------------------------------------------------
+__all__ += ["busi_joint_eval_transforms", "busi_joint_image_transforms", "busi_joint_train_transforms"]
+
+
+def _busi_joint_load(image_size: int) -> list:
+    """Load (masks merged; a normal image gets its all-zero mask) -> resize image and mask to ``image_size`` x
+    ``image_size`` (aspect ratio not kept, as the method resizes to 256 x 256; image bilinear with anti-aliasing,
+    mask by area then thresholded at 0.5)."""
+    from monai.transforms import AsDiscreted, Resized
+
+    size = (int(image_size), int(image_size))
+    return [
+        LoadBUSId("image"),
+        Resized(("image", "mask"), size, mode=("bilinear", "area"), anti_aliasing=(True, False)),
+        AsDiscreted("mask", threshold=0.5),
+    ]
+
+
+def _busi_joint_finish() -> list:
+    return [
+        ScaleIntensityRanged("image", a_min=0.0, a_max=255.0, b_min=-1.0, b_max=1.0, clip=True),
+        EnsureTyped(("image", "mask"), dtype=torch.float32, track_meta=False),
+        DeleteItemsd(("masks", "boxes")),  # lists of varying length cannot be collated
+    ]
+
+
+def busi_joint_train_transforms(
+    image_size: int = 256,
+    flip_prob: float = 0.5,
+    vflip_prob: float = 0.0,
+    rotate_degrees: float = 30.0,
+    rotate_prob: float = 0.5,
+) -> Compose:
+    """Training pipeline of the joint segmentation + classification network for
+    :func:`~pipelines.data.datalists.busi_datalist` items (``include_normal=True``).
+
+    Load (masks merged) -> resize to ``image_size`` x ``image_size`` -> horizontal flip (``flip_prob``), optional
+    vertical flip (``vflip_prob``, off: ultrasound depth has a direction) and a rotation by U(-``rotate_degrees``,
+    ``rotate_degrees``) (probability ``rotate_prob``; image bilinear, mask nearest, zero padding), applied to image
+    and mask alike -> [0, 255] -> [-1, 1].
+
+    Returns a :class:`~monai.transforms.Compose` producing ``image`` ``(1, S, S)`` in [-1, 1], ``mask`` ``(1, S, S)``
+    in {0, 1} (all zero for a normal image), ``has_mask``, ``label`` and the item's ``case_id``. Everything before
+    the flips is deterministic, so MONAI's ``CacheDataset`` caches the resized images.
+    """
+    keys = ("image", "mask")
+    steps = _busi_joint_load(image_size)
+    if flip_prob > 0:
+        steps.append(RandFlipd(keys, prob=flip_prob, spatial_axis=1))  # horizontal (width axis)
+    if vflip_prob > 0:
+        steps.append(RandFlipd(keys, prob=vflip_prob, spatial_axis=0))
+    if rotate_prob > 0 and rotate_degrees > 0:
+        angle = math.radians(rotate_degrees)
+        steps.append(RandRotated(keys, range_x=angle, prob=rotate_prob, mode=("bilinear", "nearest"),
+                                 padding_mode="zeros", keep_size=True))
+    return Compose(steps + _busi_joint_finish())
+
+
+def busi_joint_eval_transforms(image_size: int = 256) -> Compose:
+    """Evaluation pipeline: :func:`busi_joint_train_transforms` without augmentation (load, resize to
+    ``image_size`` x ``image_size``, [-1, 1]). Deterministic; outputs as the training pipeline."""
+    return Compose(_busi_joint_load(image_size) + _busi_joint_finish())
+
+
+def busi_joint_image_transforms(image_size: int = 256, image_key: str = "image") -> Compose:
+    """The image path of :func:`busi_joint_eval_transforms` after loading, keeping the meta data for
+    :class:`~monai.transforms.Invertd`: resize to ``image_size`` x ``image_size`` (bilinear, anti-aliased),
+    [0, 255] -> [-1, 1]. Its input is ``{image_key: MetaTensor (1, H, W) in [0, 255]}``
+    (:func:`pipelines.predictors.load_input_image`)."""
+    from monai.transforms import Resized
+
+    size = (int(image_size), int(image_size))
+    return Compose([
+        Resized(image_key, size, mode="bilinear", anti_aliasing=True),
         ScaleIntensityRanged(image_key, a_min=0.0, a_max=255.0, b_min=-1.0, b_max=1.0, clip=True),
         EnsureTyped(image_key, dtype=torch.float32, track_meta=True),
     ])

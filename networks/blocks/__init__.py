@@ -13,6 +13,8 @@ from .attention import (
     register_attention,
 )
 from .attention_gate import AttentionGate, SkipPassThrough, get_skip_gate
+from .dual_domain import DualDomainBlock
+from .latent_augment import LatentAugmentor, class_counts, minority_classes
 from .norm import LayoutPreservingInstanceNorm, replace_instance_norms
 from .pam import (
     ChannelAttention,
@@ -39,6 +41,10 @@ __all__ = [
     "get_attention_spec",
     "ChannelSliceAttention",
     "ConvBlockAttention",
+    "DualDomainBlock",
+    "LatentAugmentor",
+    "class_counts",
+    "minority_classes",
     "ProjectExcite",
     "SkipPassThrough",
     "SliceChannelAttention",

@@ -18,7 +18,13 @@ from .datalists import (
     hvsmr_datalist,
     image_folder_datalist,
     malc_datalist,
+    montgomery_datalist,
     segmentation_datalist,
+)
+from .datalists.chestxray14_prepared import (
+    LUNG_BOX_FILE,
+    chestxray14_prepared_datalist,
+    read_lung_boxes,
 )
 from .demo import (
     DEMO_DATASETS,
@@ -29,10 +35,14 @@ from .demo import (
     make_brats_demo,
     make_busi_demo,
     make_chestxray14_demo,
+    make_chestxray14_shortcut_dataset,
+    make_chestxray14_shortcut_demo,
     make_hvsmr_demo,
     make_malc_demo,
+    make_montgomery_demo,
 )
 from .errors import DatasetError
+from .prepare import plan_chestxray14_split, prepare_chestxray14, read_data_entry
 from .splits import kfold_assignments, kfold_split
 
 __all__ = [
@@ -45,6 +55,9 @@ __all__ = [
     "DEMO_MARKER",
     "DEMO_VERSION",
     "DatasetError",
+    "LUNG_BOX_FILE",
+    "chestxray14_prepared_datalist",
+    "read_lung_boxes",
     "HVSMR_LABELS",
     "MALC_LABELS",
     "MASK_SUFFIXES",
@@ -61,8 +74,15 @@ __all__ = [
     "make_brats_demo",
     "make_busi_demo",
     "make_chestxray14_demo",
+    "make_chestxray14_shortcut_dataset",
+    "make_chestxray14_shortcut_demo",
     "make_hvsmr_demo",
     "make_malc_demo",
+    "make_montgomery_demo",
     "malc_datalist",
+    "plan_chestxray14_split",
+    "prepare_chestxray14",
+    "read_data_entry",
+    "montgomery_datalist",
     "segmentation_datalist",
 ]

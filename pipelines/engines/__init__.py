@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from .cam_attention import (
+    CAMAttentionEvalStep,
+    CAMAttentionTrainStep,
+    cam_batch_to_device,
+    cam_features_and_logits,
+)
+from .joint_segcls import JointSegClsEvalStep, JointSegClsPrepareBatch, joint_batch_to_device
 from .lanet import (
     LANetEvalStep,
     LANetTrainStep,
@@ -10,4 +17,6 @@ from .lanet import (
     load_stage1_weights,
 )
 
-__all__ = ["LANetEvalStep", "LANetTrainStep", "batch_to_device", "check_stage", "load_stage1_weights"]
+__all__ = ["CAMAttentionEvalStep", "CAMAttentionTrainStep", "cam_batch_to_device", "cam_features_and_logits",
+           "LANetEvalStep", "LANetTrainStep", "batch_to_device", "check_stage", "load_stage1_weights"]
+__all__ += ["JointSegClsEvalStep", "JointSegClsPrepareBatch", "joint_batch_to_device"]

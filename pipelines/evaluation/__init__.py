@@ -4,6 +4,7 @@ saliency (Grad-CAM), per-method figures (LA-Net)."""
 from __future__ import annotations
 
 from . import reports, robustness, saliency
+from .cxr import CAMLocalisationReportHandler, CXRFigureHandler, save_cxr_figure
 from .handlers import LocalisationReportHandler, MetricsReportHandler
 from .lanet import LANetFigureHandler, save_lanet_figure
 from .reports import write_classification_report, write_segmentation_report
@@ -16,3 +17,4 @@ from .robustness import (
 from .saliency import grad_cam
 
 __all__ = ['LANetFigureHandler', 'LocalisationReportHandler', 'MetricsReportHandler', 'PGDRobustnessHandler', 'from_minus_one_one', 'grad_cam', 'pgd_attack', 'reports', 'robustness', 'saliency', 'save_lanet_figure', 'to_minus_one_one', 'write_classification_report', 'write_segmentation_report']
+__all__ += ['CAMLocalisationReportHandler', 'CXRFigureHandler', 'save_cxr_figure']

@@ -66,7 +66,14 @@ __all__ = [
     "spacing_from_meta",
 ]
 
-from . import handlers, localisation
+from . import attention, handlers, localisation
+from .attention import (
+    CAM_LOCALISATION_METRICS,
+    CAMLocalisationHandler,
+    CAMLocalisationMetrics,
+    attention_in_region_ratio,
+    pointing_game_hits,
+)
 from .handlers import (
     ClassificationMetricsHandler,
     PerChannelMeanDice,
@@ -87,4 +94,8 @@ __all__ += [
     "ClassificationMetricsHandler", "LOCALISATION_METRICS", "MaskLocalisationHandler",
     "MaskLocalisationMetrics", "PerChannelMeanDice", "SegmentationMetricsHandler", "foreground_output_transform",
     "handlers", "localisation", "mask_dice_iou", "upsample_mask",
+]
+__all__ += [
+    "CAM_LOCALISATION_METRICS", "CAMLocalisationHandler", "CAMLocalisationMetrics", "attention",
+    "attention_in_region_ratio", "pointing_game_hits",
 ]

@@ -16,6 +16,11 @@ Conventions (shared by every bundle; the segmentation conventions are in :mod:`p
 * Expected calibration error (Guo et al., ICML 2017): confidences (the top-class probability) in ``n_bins``
   equal-width bins ``[0, 1/n), [1/n, 2/n), ..., [(n-1)/n, 1]``; ECE = sum over bins of
   ``(n_bin / N) * |accuracy_bin - mean confidence_bin|``.
+* Youden's J (binary problems only): the threshold ``t`` on ``p(class 1)`` (predicting class 1 when ``p >= t``) that
+  maximises ``sensitivity + specificity - 1`` on the given cases, among the distinct probabilities; ties go to the
+  highest such ``t`` (the first maximum along the ROC curve); :func:`youden_point`. The report's
+  ``youden_threshold``, ``sensitivity_youden`` and ``specificity_youden`` are optimised and measured on the same
+  cases (optimistic on a test set); their bootstrap CIs re-optimise the threshold on every resample.
 * Bootstrap CIs: percentile intervals of the metric over ``n_resamples`` resamples of the cases with replacement,
   stratified by true class (each resample keeps the class counts) by default, from ``numpy.random.default_rng(seed)``.
 """
@@ -46,6 +51,7 @@ __all__ = [
     "roc_auc_per_class",
     "sensitivity",
     "specificity",
+    "youden_point",
 ]
 
 
@@ -307,6 +313,42 @@ def bootstrap_ci(
     return point, float(low[0]), float(high[0])
 
 
+def _youden(is_positive: np.ndarray, scores: np.ndarray) -> tuple[float, float, float]:
+    """``(threshold, sensitivity, specificity)`` at the maximum of Youden's J; NaN without positives or negatives."""
+    n_pos = int(is_positive.sum())
+    n_neg = len(is_positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan"), float("nan"), float("nan")
+    order = np.argsort(-scores, kind="mergesort")
+    ranked, positive = scores[order], is_positive[order]
+    tp, fp = np.cumsum(positive), np.cumsum(~positive)
+    last = np.r_[np.flatnonzero(np.diff(ranked) != 0), len(ranked) - 1]  # last case of each distinct score
+    tpr, fpr = tp[last] / n_pos, fp[last] / n_neg
+    best = int(np.argmax(tpr - fpr))  # first maximum = the highest threshold
+    return float(ranked[last[best]]), float(tpr[best]), float(1.0 - fpr[best])
+
+
+def youden_point(y_true: Any, y_prob: Any) -> dict[str, float]:
+    """The Youden-optimal threshold of a binary problem and the sensitivity and specificity at it.
+
+    Args:
+        y_true: ``(N,)`` labels 0/1.
+        y_prob: ``(N,)`` probabilities of class 1 or ``(N, 2)`` class probabilities.
+
+    Returns:
+        ``{"threshold", "sensitivity", "specificity", "j"}``: class 1 is predicted for ``p(class 1) >= threshold``;
+        ``j = sensitivity + specificity - 1``. NaN when ``y_true`` lacks a class.
+
+    Raises:
+        ValueError: ``y_prob`` has more than two classes.
+    """
+    y_true, y_prob = _check_inputs(y_true, y_prob)
+    if y_prob.shape[1] != 2:
+        raise ValueError(f"Youden's threshold needs a binary problem, got {y_prob.shape[1]} classes.")
+    threshold, sens, spec = _youden(y_true == 1, y_prob[:, 1])
+    return {"threshold": threshold, "sensitivity": sens, "specificity": spec, "j": sens + spec - 1.0}
+
+
 def _all_metrics(
     y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str], threshold: float, n_bins: int
 ) -> dict[str, float]:
@@ -328,6 +370,9 @@ def _all_metrics(
         values[f"{metric}_macro"] = _nanmean(rates[metric])
         values.update({f"{metric}_{name}": float(v) for name, v in zip(class_names, rates[metric])})
     values["ece"] = _ece(y_true, y_prob, y_pred, n_bins)
+    if num_classes == 2:
+        youden = _youden(y_true == 1, y_prob[:, 1])
+        values.update(zip(("youden_threshold", "sensitivity_youden", "specificity_youden"), youden))
     return values
 
 
@@ -352,7 +397,9 @@ def classification_report(
     """Every classification metric with its bootstrap confidence interval.
 
     Metric keys: ``auc`` (binary: class 1; else macro one-vs-rest) and ``auc_{class}`` for ``K > 2``, ``accuracy``,
-    ``balanced_accuracy``, ``ece``, and ``{sensitivity,specificity,precision,f1}_{class}`` plus ``..._macro``.
+    ``balanced_accuracy``, ``ece``, and ``{sensitivity,specificity,precision,f1}_{class}`` plus ``..._macro``;
+    binary problems add ``youden_threshold``, ``sensitivity_youden`` and ``specificity_youden`` (class 1 positive,
+    see :func:`youden_point`).
     All metrics use the same resamples (the indices come from ``seed`` only), so :func:`bootstrap_ci` with the same
     seed and stratification gives the same interval for a metric.
 

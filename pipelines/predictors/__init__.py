@@ -3,6 +3,7 @@ and its per-method subclasses), and the names of saved predictions."""
 
 from __future__ import annotations
 
+from .cxr import CXRPredictor
 from .folder import (
     IMAGE_EXTENSIONS,
     FolderPredictor,
@@ -12,14 +13,21 @@ from .folder import (
     list_input_images,
     load_input_image,
 )
+from .lung_boxes import compute_lung_boxes, lung_boxes_from_masks
 from .naming import brats_output_name
+from .segmentation import SegmentationFolderPredictor, foreground_probability
 
 __all__ = [
+    'CXRPredictor',
     'IMAGE_EXTENSIONS',
     'FolderPredictor',
     'LANetPredictor',
     'PredictionSummary',
+    'SegmentationFolderPredictor',
     'brats_output_name',
+    'compute_lung_boxes',
+    'lung_boxes_from_masks',
+    'foreground_probability',
     'infer_folder',
     'list_input_images',
     'load_input_image',

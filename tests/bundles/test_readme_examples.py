@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 HEADING = "## Quick run on a CPU (demo data)"
@@ -28,6 +29,8 @@ CASES = {
     "malc_segmentation": (["runs/malc_segmentation"], "--epochs 1 --val_interval 1"),
     "hvsmr_segmentation": (["runs/hvsmr_segmentation"], "--epochs 1 --val_interval 1"),
     "busi_lanet": (["runs/busi_lanet/stage1", "runs/busi_lanet/stage2"], "--epochs 1"),
+    "cxr_lung_segmentation": (["runs/cxr_lung_segmentation"], "--epochs 1 --val_interval 1"),
+    "cxr_attention_classification": (["runs/cxr_attention_classification"], "--epochs 1"),
 }
 
 
@@ -125,6 +128,50 @@ def test_busi_lanet_readme_example(tmp_path):
     assert len(inputs) > 0 and len(rows) == len(inputs)
     assert {row["status"] for row in rows} == {"ok"}
     _check_export(stage2)
+
+
+def test_cxr_attention_classification_readme_example(tmp_path):
+    lines = _run_block("cxr_attention_classification", tmp_path)
+    _only_the_run_folder(lines, "cxr_attention_classification")
+    run = tmp_path / CASES["cxr_attention_classification"][0][0]
+    train = ConfigParser.load_config_file(str(run / "configs" / "train.yaml"))
+    assert train["image_size"] == 64 and train["backbone"] == "resnet10" and train["epochs"] == 1
+    assert ConfigParser.load_config_file(str(run / "configs" / "inference.yaml"))["image_size"] == 64
+    summary = run / "eval" / "summary.json"
+    assert summary.is_file() and "localisation" in summary.read_text()
+    parser = ConfigParser()
+    parser.read_config(str(run / "configs" / "inference.yaml"))
+    inputs = [p for p in Path(parser.get_parsed_content("input_dir")).iterdir() if p.suffix == ".png"]
+    with open(run / "predictions" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(inputs) > 0 and len(rows) == len(inputs) and {row["status"] for row in rows} == {"ok"}
+    assert len(list((run / "predictions" / "figures").glob("*.png"))) == len(inputs)
+    _check_export(run)
+
+
+def test_cxr_lung_segmentation_readme_example(tmp_path):
+    lines = _run_block("cxr_lung_segmentation", tmp_path)
+    _only_the_run_folder(lines, "cxr_lung_segmentation")
+    run = tmp_path / CASES["cxr_lung_segmentation"][0][0]
+    train = ConfigParser.load_config_file(str(run / "configs" / "train.yaml"))
+    assert train["epochs"] == 1 and train["image_size"] == 64
+    inference = ConfigParser.load_config_file(str(run / "configs" / "inference.yaml"))
+    assert inference["image_size"] == 64 and inference["network_def"]["features"] == [8, 16, 32, 64]
+    with open(run / "eval" / "metrics.csv") as f:
+        assert len(list(csv.DictReader(f))) > 0
+    # inference: one mask per input image, at the image's own size
+    parser = ConfigParser()
+    parser.read_config(str(run / "configs" / "inference.yaml"))
+    inputs = sorted(Path(parser.get_parsed_content("input_dir")).glob("*.png"))
+    with open(run / "predictions" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(inputs) > 0 and len(rows) == len(inputs) and {row["status"] for row in rows} == {"ok"}
+    for path in inputs:
+        with Image.open(path) as image, Image.open(run / "predictions" / f"{path.stem}_mask.png") as mask:
+            assert mask.size == image.size
+    scripted = _check_export(run)
+    with torch.no_grad():
+        assert scripted(torch.randn(1, 1, 64, 64)).shape == (1, 1, 64, 64)
 
 
 def test_every_bundle_has_a_readme_example():

@@ -21,6 +21,14 @@ from __future__ import annotations
 from .brats import BRATS_LABELS, BRATS_MODALITIES, brats_datalist
 from .busi import BUSI_CLASSES, BUSI_LESION_CLASSES, busi_class_names, busi_datalist
 from .chestxray14 import CHESTXRAY14_CSV, chestxray14_datalist
+from .chestxray14_prepared import (
+    CXR_SPLITS,
+    LUNG_BOX_COLUMNS,
+    LUNG_BOX_FILE,
+    chestxray14_prepared_datalist,
+    read_lung_boxes,
+)
+from .montgomery import MONTGOMERY_LAYOUT, montgomery_datalist
 from .segmentation import (
     HVSMR_LABELS,
     MALC_LABELS,
@@ -44,6 +52,13 @@ __all__ = [
     "busi_class_names",
     "busi_datalist",
     "chestxray14_datalist",
+    "MONTGOMERY_LAYOUT",
+    "montgomery_datalist",
+    "CXR_SPLITS",
+    "LUNG_BOX_COLUMNS",
+    "LUNG_BOX_FILE",
+    "chestxray14_prepared_datalist",
+    "read_lung_boxes",
     "hvsmr_datalist",
     "image_folder_datalist",
     "malc_datalist",

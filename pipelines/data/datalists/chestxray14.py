@@ -18,7 +18,7 @@ from PIL import Image
 from ..errors import DatasetError
 from .common import check_root, sorted_by_case
 
-__all__ = ["CHESTXRAY14_CSV", "chestxray14_datalist"]
+__all__ = ["CHESTXRAY14_CSV", "chestxray14_datalist", "chestxray14_images"]
 
 #: File name of the NIH ChestX-ray14 metadata table.
 CHESTXRAY14_CSV = "Data_Entry_2017.csv"
@@ -26,8 +26,12 @@ CHESTXRAY14_CSV = "Data_Entry_2017.csv"
 _CXR_LAYOUT = f"<root>/images/*.png (or <root>/images_001/images/*.png, ...) and <root>/{CHESTXRAY14_CSV}"
 
 
-def _cxr_images(root: str) -> dict[str, str]:
-    """``{file name: path}`` of the PNGs in ``images`` and ``images_*/images`` (or ``images_*``)."""
+def chestxray14_images(root: str) -> dict[str, str]:
+    """``{file name: path}`` of the PNGs in ``images`` and ``images_*/images`` (or ``images_*``).
+
+    Raises:
+        DatasetError: the same file name in two folders.
+    """
     patterns = [
         os.path.join(root, "images", "*.png"),
         os.path.join(root, "images_*", "images", "*.png"),
@@ -81,7 +85,7 @@ def chestxray14_datalist(
     csv_path = os.path.join(root, CHESTXRAY14_CSV)
     if not os.path.isfile(csv_path):
         raise DatasetError(f"metadata file {csv_path} does not exist; expected {_CXR_LAYOUT}.")
-    images = _cxr_images(root)
+    images = chestxray14_images(root)
     if not images:
         raise DatasetError(f"no PNG images found under {root}; expected {_CXR_LAYOUT}.")
 

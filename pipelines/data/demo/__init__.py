@@ -23,9 +23,14 @@ from .cache import (
     demo_root,
     ensure_demo_dataset,
 )
-from .chestxray14 import make_chestxray14_demo
+from .chestxray14 import (
+    make_chestxray14_demo,
+    make_chestxray14_shortcut_dataset,
+    make_chestxray14_shortcut_demo,
+)
 from .hvsmr import make_hvsmr_demo
 from .malc import make_malc_demo
+from .montgomery import make_montgomery_demo
 
 __all__ = [
     "DEMO_DATASETS",
@@ -36,6 +41,9 @@ __all__ = [
     "make_brats_demo",
     "make_busi_demo",
     "make_chestxray14_demo",
+    "make_chestxray14_shortcut_dataset",
+    "make_chestxray14_shortcut_demo",
     "make_hvsmr_demo",
     "make_malc_demo",
+    "make_montgomery_demo",
 ]

@@ -19,9 +19,10 @@ import numpy as np
 
 from .brats import make_brats_demo
 from .busi import make_busi_demo
-from .chestxray14 import make_chestxray14_demo
+from .chestxray14 import make_chestxray14_demo, make_chestxray14_shortcut_dataset
 from .hvsmr import make_hvsmr_demo
 from .malc import make_malc_demo
+from .montgomery import make_montgomery_demo
 
 __all__ = ["DEMO_DATASETS", "DEMO_MARKER", "DEMO_VERSION", "demo_root", "ensure_demo_dataset"]
 
@@ -38,6 +39,16 @@ DEMO_DATASETS: dict[str, Callable[..., str]] = {
     "hvsmr": make_hvsmr_demo,
     "busi": make_busi_demo,
     "chestxray14": make_chestxray14_demo,
+    "chestxray14_shortcut": make_chestxray14_shortcut_dataset,
+    "montgomery": make_montgomery_demo,
+}
+
+
+#: Datasets whose useful folder lies inside the generated root: name -> its path relative to the root, from the
+#: generator's arguments (defaults filled in). ``chestxray14_shortcut`` caches the raw and the prepared dataset and
+#: gives the prepared task folder.
+DEMO_RESULT_DIRS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "chestxray14_shortcut": lambda kwargs: os.path.join("prepared", str(kwargs["task"])),
 }
 
 
@@ -95,12 +106,14 @@ def ensure_demo_dataset(name: str, root: str | None = None, **kwargs: Any) -> st
     on the same root are serialised with a lock file next to it (``<root>.lock``).
 
     Args:
-        name: one of ``"brats"``, ``"malc"``, ``"hvsmr"``, ``"busi"``, ``"chestxray14"``.
+        name: one of ``"brats"``, ``"malc"``, ``"hvsmr"``, ``"busi"``, ``"chestxray14"``, ``"montgomery"``,
+            ``"chestxray14_shortcut"``.
         root: output folder; defaults to ``os.path.join(demo_root(), name)``.
         **kwargs: arguments of the matching ``make_<name>_demo`` (``seed``, sizes, ...).
 
     Returns:
-        ``root`` as a string.
+        ``root`` as a string (for ``"chestxray14_shortcut"``: the prepared task folder inside it, see
+        :data:`DEMO_RESULT_DIRS`).
 
     Raises:
         ValueError: for an unknown ``name`` or arguments the generator does not take.
@@ -121,7 +134,7 @@ def ensure_demo_dataset(name: str, root: str | None = None, **kwargs: Any) -> st
     with _file_lock(root.rstrip(os.sep) + ".lock"):
         marker = os.path.join(root, DEMO_MARKER)
         if _read_marker(marker) == expected:
-            return root
+            return os.path.join(root, DEMO_RESULT_DIRS[name](params)) if name in DEMO_RESULT_DIRS else root
         partial = os.path.join(root, _DEMO_PARTIAL)
         if os.path.isdir(root) and (os.path.exists(marker) or os.path.exists(partial)):
             shutil.rmtree(root)  # an older or interrupted demo generation: start afresh
@@ -132,4 +145,4 @@ def ensure_demo_dataset(name: str, root: str | None = None, **kwargs: Any) -> st
         with open(marker, "w") as f:
             json.dump(expected, f)
         os.remove(partial)
-    return root
+    return os.path.join(root, DEMO_RESULT_DIRS[name](params)) if name in DEMO_RESULT_DIRS else root

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from monai.bundle import ConfigParser, ConfigWorkflow
 
