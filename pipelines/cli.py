@@ -127,7 +127,8 @@ def _fire_argv(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``python -m pipelines`` (commands: ``demo``, ``sweep``, ``prepare chestxray14``, ``lung-boxes``;
+    """Entry point of ``python -m pipelines`` (commands: ``demo``, ``sweep``, ``prepare chestxray14``, ``lung-boxes``,
+    ``cross-validate``;
     ``--help`` after any of them).
 
     Args:
@@ -175,4 +176,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"[lung-boxes] {compute_lung_boxes(*args, **kwargs)}")
 
     commands["lung-boxes"] = _lung_boxes
+
+    from .experiments import cross_validate
+
+    @functools.wraps(cross_validate)
+    def _cross_validate(bundle: str, num_folds: int = 3, output_dir: str | None = None, overlays=(), folds=None,
+                        n_resamples: int = 1000, evaluate: bool = True, **kwargs) -> None:
+        import yaml
+
+        # fire passes what it cannot parse as a Python literal as a string: read those as YAML flow values
+        kwargs = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in kwargs.items()}
+        overlays = yaml.safe_load(overlays) if isinstance(overlays, str) and overlays.startswith("[") else overlays
+        result = cross_validate(bundle, num_folds=num_folds, output_dir=output_dir, overlays=overlays, folds=folds,
+                                n_resamples=n_resamples, evaluate=evaluate, **kwargs)
+        print(f"[cross-validate] trained folds {result['trained']}, skipped finished folds {result['skipped']}")
+        for key, path in (result.get("summary") or {}).items():
+            print(f"[cross-validate] summary {key:4s}: {path}")
+        if result.get("ensemble"):
+            print(f"[cross-validate] fold-ensemble inference overlay: {result['ensemble']}")
+
+    commands["cross-validate"] = _cross_validate
     fire.Fire(commands, command=_fire_argv(sys.argv[1:] if argv is None else argv), name="python -m pipelines")

@@ -8,7 +8,11 @@ from .cam_attention import (
     cam_batch_to_device,
     cam_features_and_logits,
 )
-from .joint_segcls import JointSegClsEvalStep, JointSegClsPrepareBatch, joint_batch_to_device
+from .joint_segcls import (
+    JointSegClsEvalStep,
+    JointSegClsPrepareBatch,
+    joint_batch_to_device,
+)
 from .lanet import (
     LANetEvalStep,
     LANetTrainStep,

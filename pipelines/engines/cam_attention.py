@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from ignite.engine import Engine
 
 from ..losses.cam_attention import GradCAMAttentionLoss, attention_lambda, grad_cam_maps
+from .lanet import backward_step
 
 __all__ = ["CAMAttentionEvalStep", "CAMAttentionTrainStep", "cam_batch_to_device", "cam_features_and_logits"]
 
@@ -181,14 +182,7 @@ class CAMAttentionTrainStep:
         else:
             attention = torch.zeros((), device=ce.device)
             loss = ce
-        scaler = getattr(engine, "scaler", None)
-        if amp and scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(engine.optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            engine.optimizer.step()
+        backward_step(engine, loss, amp)
         return {
             "loss": loss.detach(),
             "ce": ce.detach().float(),

@@ -20,7 +20,7 @@ from ignite.engine import Engine
 
 from networks.nets.lanet import split_outputs
 
-__all__ = ['LANetEvalStep', 'LANetTrainStep', 'batch_to_device', 'check_stage', 'load_stage1_weights']
+__all__ = ['LANetEvalStep', 'LANetTrainStep', 'backward_step', 'batch_to_device', 'check_stage', 'load_stage1_weights']
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,19 @@ def batch_to_device(batch: Mapping, device: torch.device, non_blocking: bool = F
     return out
 
 
+def backward_step(engine: Engine, loss: torch.Tensor, amp: bool) -> None:
+    """Backward of ``loss`` and one step of ``engine.optimizer``, through ``engine.scaler`` (a ``GradScaler``) when
+    ``amp`` is on and the trainer has one."""
+    scaler = getattr(engine, "scaler", None)
+    if amp and scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(engine.optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        engine.optimizer.step()
+
+
 class LANetTrainStep:
     """``iteration_update`` of a ``SupervisedTrainer`` for LA-Net (or any network :func:`split_outputs` reads).
 
@@ -135,14 +148,7 @@ class LANetTrainStep:
             loss = engine.loss_function(mask, data["mask"], data["has_mask"])
         else:
             loss = engine.loss_function(logits, mask, data["label"], data["mask"], data["has_mask"])
-        scaler = getattr(engine, "scaler", None)
-        if amp and scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(engine.optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            engine.optimizer.step()
+        backward_step(engine, loss, amp)
         return {
             "loss": loss.detach(),
             "pred": torch.softmax(logits.detach().float(), dim=1),

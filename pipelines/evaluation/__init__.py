@@ -18,3 +18,6 @@ from .saliency import grad_cam
 
 __all__ = ['LANetFigureHandler', 'LocalisationReportHandler', 'MetricsReportHandler', 'PGDRobustnessHandler', 'from_minus_one_one', 'grad_cam', 'pgd_attack', 'reports', 'robustness', 'saliency', 'save_lanet_figure', 'to_minus_one_one', 'write_classification_report', 'write_segmentation_report']
 __all__ += ['CAMLocalisationReportHandler', 'CXRFigureHandler', 'save_cxr_figure']
+from .joint_segcls import SegmentationSubsetReportHandler  # noqa: E402
+
+__all__ += ['SegmentationSubsetReportHandler']

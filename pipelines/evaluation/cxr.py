@@ -13,36 +13,25 @@ attention-in-region ratio and pointing-game hit rate over the disease images) wi
 from __future__ import annotations
 
 import csv
-import os
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import ignite.distributed as idist
 import numpy as np
 import torch
-import torch.nn.functional as F
-from ignite.engine import Engine, Events
-from monai.utils import evenly_divisible_all_gather
+from ignite.engine import Engine
 
-from ..metrics.handlers import gather_strings
+from .handlers import RowsReportHandler
+from .lanet import (
+    EvaluationFigureHandler,
+    _default_case_ids,
+    _display,
+    _figure,
+    _probs_and_title,
+    _save_png,
+    _to_2d,
+)
 
 __all__ = ["CAMLocalisationReportHandler", "CXRFigureHandler", "save_cxr_figure"]
-
-
-def _to_2d(array: Any, name: str, size: tuple[int, int] | None = None, mode: str = "bilinear") -> np.ndarray | None:
-    """A float ``(H, W)`` array from ``(H, W)``, ``(1, H, W)`` or ``(1, 1, H, W)`` numpy/torch, resized to ``size``."""
-    if array is None:
-        return None
-    tensor = torch.as_tensor(array.detach().cpu() if isinstance(array, torch.Tensor) else np.asarray(array)).float()
-    while tensor.ndim > 2 and tensor.shape[0] == 1:
-        tensor = tensor[0]
-    if tensor.ndim != 2:
-        raise ValueError(f"{name} must be (H, W) or (1, H, W), got shape {tuple(np.shape(array))}.")
-    if size is not None and tuple(tensor.shape) != tuple(size):
-        kwargs = {} if mode == "nearest" else {"align_corners": False}
-        tensor = F.interpolate(tensor[None, None], size=size, mode=mode, **kwargs)[0, 0]
-    return tensor.numpy()
 
 
 def save_cxr_figure(
@@ -83,31 +72,20 @@ def save_cxr_figure(
     Raises:
         ValueError: ``probs`` and ``class_names`` disagree in length, or an input of the wrong shape.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
     img = _to_2d(image, "image")
     size = img.shape
     heat = _to_2d(cam, "cam", size)
     area = _to_2d(region, "region", size, mode="nearest")
-    probs = np.asarray(probs.detach().cpu() if isinstance(probs, torch.Tensor) else probs, dtype=float).reshape(-1)
-    if len(probs) != len(class_names):
-        raise ValueError(f"probs has {len(probs)} entries but class_names {list(class_names)} has {len(class_names)}.")
-    predicted = int(np.argmax(probs))
-    title = f"predicted: {class_names[predicted]} ({probs[predicted]:.2f})"
-    if true_label is not None:
-        title += f"   true: {class_names[int(true_label)]}"
+    probs, title = _probs_and_title(probs, class_names, true_label)
     has_region = area is not None and area.max() > 0.5
     if has_region and heat is not None and cam_threshold is not None:
         ratio = float(np.mean(heat[area > 0.5] > cam_threshold))
         title += f"   attention in region: {ratio:.2f}"
 
-    fig = Figure(figsize=(9, 4.8), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    lo, hi = float(np.min(img)), float(np.max(img))
-    shown = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    fig, axes = _figure(2, (9, 4.8), dpi)
+    shown = _display(img)
     for ax in axes:
         ax.imshow(shown, cmap="gray", vmin=0, vmax=1)
         ax.set_axis_off()
@@ -129,24 +107,14 @@ def save_cxr_figure(
     fig.suptitle(title, fontsize=11)
     if return_figure:
         return fig
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "image"
-
-
-def _default_case_ids(batch: Any) -> list[str]:
-    return [str(c) for c in batch["case_id"]]
+    return _save_png(fig, path)
 
 
 def _default_boxes(batch: Any) -> Any:
     return batch["lung_box"]
 
 
-class CXRFigureHandler:
+class CXRFigureHandler(EvaluationFigureHandler):
     """Writes :func:`save_cxr_figure` for every image an evaluator sees: ``<save_dir>/<case_id>.png``.
 
     Reads ``image``, ``pred`` (class probabilities), ``label``, ``cam`` (the Grad-CAM at image size) and ``region`` of
@@ -172,28 +140,13 @@ class CXRFigureHandler:
         box_transform: Callable[[Any], Any] | None = _default_boxes,
         dpi: int = 100,
     ) -> None:
-        self.save_dir = save_dir
-        self.class_names = tuple(class_names)
+        super().__init__(save_dir, class_names, case_id_transform, dpi)
         self.cam_threshold = cam_threshold
-        self.case_id_transform = case_id_transform
         self.box_transform = box_transform
-        self.dpi = dpi
-        self.written: list[str] = []
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-
-    def _reset(self, engine: Engine) -> None:
-        self.written = []
-
-    def __call__(self, engine: Engine) -> None:
+    def batch_arrays(self, engine: Engine, image: torch.Tensor) -> dict[str, torch.Tensor]:
         out = engine.state.output
-        image = torch.as_tensor(out["image"]).float()
         n = image.shape[0]
-        ids = [str(c) for c in self.case_id_transform(engine.state.batch)]
-        if len(ids) != n:
-            raise ValueError(f"{len(ids)} case ids for a batch of {n} images.")
         arrays = {
             "image": image, "probs": torch.as_tensor(out["pred"]).float(),
             "label": torch.as_tensor(out["label"]).reshape(-1).float(),
@@ -204,25 +157,18 @@ class CXRFigureHandler:
         boxes = self.box_transform(engine.state.batch) if self.box_transform is not None else None
         if boxes is not None:
             arrays["lung_box"] = torch.as_tensor(boxes).float().reshape(n, 4).to(image.device)
-        arrays = {k: v.detach() for k, v in arrays.items()}
-        if idist.get_world_size() > 1:
-            arrays = {k: evenly_divisible_all_gather(v.contiguous(), concat=True) for k, v in arrays.items()}
-            ids = gather_strings(ids)
-        if idist.get_rank() != 0:
-            return
-        arrays = {k: v.cpu() for k, v in arrays.items()}
-        for i, cid in enumerate(ids):
-            path = os.path.join(self.save_dir, f"{_safe_name(cid)}.png")
-            save_cxr_figure(
-                path, arrays["image"][i, 0], arrays["cam"][i] if "cam" in arrays else None, self.class_names,
-                arrays["probs"][i], lung_box=arrays["lung_box"][i] if "lung_box" in arrays else None,
-                region=arrays["region"][i] if "region" in arrays else None, true_label=int(arrays["label"][i]),
-                cam_threshold=self.cam_threshold, dpi=self.dpi,
-            )
-            self.written.append(path)
+        return arrays
+
+    def save_figure(self, path: str, arrays: dict[str, torch.Tensor], i: int) -> None:
+        save_cxr_figure(
+            path, arrays["image"][i, 0], arrays["cam"][i] if "cam" in arrays else None, self.class_names,
+            arrays["probs"][i], lung_box=arrays["lung_box"][i] if "lung_box" in arrays else None,
+            region=arrays["region"][i] if "region" in arrays else None, true_label=int(arrays["label"][i]),
+            cam_threshold=self.cam_threshold, dpi=self.dpi,
+        )
 
 
-class CAMLocalisationReportHandler:
+class CAMLocalisationReportHandler(RowsReportHandler):
     """Writes the Grad-CAM localisation of the disease images when the evaluator completes: ``<save_dir>/
     localisation.csv`` (one row per image with a class region: ``case_id``, ``attention_ratio``, ``pointing_hit``)
     and the ``section`` ``{"n", "cam_threshold", "attention_ratio", "pointing_hit_rate"}`` (means) that
@@ -248,37 +194,20 @@ class CAMLocalisationReportHandler:
         filename: str = "localisation.csv",
         section_name: str = "localisation",
     ) -> None:
-        self.save_dir = save_dir
-        self.metric_name = metric_name
+        super().__init__(save_dir, metric_name, filename, section_name)
         self.cam_threshold = float(cam_threshold)
-        self.filename = filename
-        self.section_name = section_name
-        self.section: dict[str, Any] | None = None
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._reset)
-        engine.add_event_handler(Events.COMPLETED, self)
-
-    def _reset(self, engine: Engine) -> None:
-        self.section = None
-
-    def __call__(self, engine: Engine) -> None:
-        details = getattr(engine.state, "metric_details", {})
-        if self.metric_name not in details:
-            raise KeyError(f"no metric details named {self.metric_name!r}; have {sorted(details)}.")
-        rows = list(details[self.metric_name])
-        mean = {k: float(np.mean([r[k] for r in rows])) if rows else float("nan") for k in ("ratio", "pointing")}
-        self.section = {
+    def make_section(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        mean = self.means(rows, ("ratio", "pointing"))
+        return {
             "n": len(rows), "cam_threshold": self.cam_threshold,
             "attention_ratio": mean["ratio"], "pointing_hit_rate": mean["pointing"],
         }
-        if idist.get_rank() != 0:
-            return
-        os.makedirs(self.save_dir, exist_ok=True)
-        with open(os.path.join(self.save_dir, self.filename), "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["case_id", "attention_ratio", "pointing_hit"])
-            writer.writerows([r["case_id"], float(r["ratio"]), float(r["pointing"])] for r in rows)
+
+    def write_rows(self, f: Any, rows: list[dict[str, Any]]) -> None:
+        writer = csv.writer(f)
+        writer.writerow(["case_id", "attention_ratio", "pointing_hit"])
+        writer.writerows([r["case_id"], float(r["ratio"]), float(r["pointing"])] for r in rows)
 
     def markdown(self) -> str:
         """The localisation table of the last run."""

@@ -35,7 +35,7 @@ from .reports import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ['LocalisationReportHandler', 'MetricsReportHandler']
+__all__ = ['LocalisationReportHandler', 'MetricsReportHandler', 'RowsReportHandler']
 
 
 class MetricsReportHandler:
@@ -172,7 +172,60 @@ class MetricsReportHandler:
             writer.add_text(self.tag, self.table, step)
 
 
-class LocalisationReportHandler:
+class RowsReportHandler:
+    """Base of a *section* handler that writes the per-image rows of a metric handler (``engine.state.metric_details``)
+    when the evaluator completes: ``<save_dir>/<filename>`` (:meth:`write_rows`) and the ``section`` dict
+    (:meth:`make_section`) that :class:`MetricsReportHandler` adds to its summary. Only rank 0 writes under DDP (the
+    metric handler gathers all ranks). Subclasses implement :meth:`make_section`, :meth:`write_rows` and ``markdown()``.
+
+    Args:
+        save_dir: report folder.
+        metric_name: name of the metric handler in ``engine.state.metric_details``.
+        filename: CSV name.
+        section_name: key in ``summary.json``.
+    """
+
+    def __init__(self, save_dir: str, metric_name: str, filename: str, section_name: str) -> None:
+        self.save_dir = save_dir
+        self.metric_name = metric_name
+        self.filename = filename
+        self.section_name = section_name
+        self.section: dict[str, Any] | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def _reset(self, engine: Engine) -> None:
+        self.section = None
+
+    @staticmethod
+    def means(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, float]:
+        """Mean of each of ``keys`` over ``rows`` (NaN when there is no row)."""
+        return {k: float(np.mean([r[k] for r in rows])) if rows else float("nan") for k in keys}
+
+    def make_section(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """The ``section`` of this run's ``rows``."""
+        raise NotImplementedError
+
+    def write_rows(self, f: Any, rows: list[dict[str, Any]]) -> None:
+        """Write ``rows`` as CSV to the open text file ``f``."""
+        raise NotImplementedError
+
+    def __call__(self, engine: Engine) -> None:
+        details = getattr(engine.state, "metric_details", {})
+        if self.metric_name not in details:
+            raise KeyError(f"no metric details named {self.metric_name!r}; have {sorted(details)}.")
+        rows = list(details[self.metric_name])
+        self.section = self.make_section(rows)
+        if idist.get_rank() != 0:
+            return
+        os.makedirs(self.save_dir, exist_ok=True)
+        with open(os.path.join(self.save_dir, self.filename), "w", newline="") as f:
+            self.write_rows(f, rows)
+
+
+class LocalisationReportHandler(RowsReportHandler):
     """Writes the per-image localisation of a :class:`~pipelines.metrics.MaskLocalisationHandler` when the
     evaluator completes: ``<save_dir>/localisation.csv`` (``case_id, iou, dice`` of each image with a mask) and the
     ``section`` ``{"n", "threshold", "iou", "dice"}`` (means) for :class:`MetricsReportHandler`.
@@ -195,34 +248,16 @@ class LocalisationReportHandler:
         filename: str = "localisation.csv",
         section_name: str = "localisation",
     ) -> None:
-        self.save_dir = save_dir
-        self.metric_name = metric_name
+        super().__init__(save_dir, metric_name, filename, section_name)
         self.threshold = float(threshold)
-        self.filename = filename
-        self.section_name = section_name
-        self.section: dict[str, Any] | None = None
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._reset)
-        engine.add_event_handler(Events.COMPLETED, self)
+    def make_section(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"n": len(rows), "threshold": self.threshold, **self.means(rows, ("iou", "dice"))}
 
-    def _reset(self, engine: Engine) -> None:
-        self.section = None
-
-    def __call__(self, engine: Engine) -> None:
-        details = getattr(engine.state, "metric_details", {})
-        if self.metric_name not in details:
-            raise KeyError(f"no metric details named {self.metric_name!r}; have {sorted(details)}.")
-        rows = list(details[self.metric_name])
-        mean = {k: float(np.mean([r[k] for r in rows])) if rows else float("nan") for k in ("iou", "dice")}
-        self.section = {"n": len(rows), "threshold": self.threshold, **mean}
-        if idist.get_rank() != 0:
-            return
-        os.makedirs(self.save_dir, exist_ok=True)
-        with open(os.path.join(self.save_dir, self.filename), "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["case_id", "iou", "dice"])
-            writer.writeheader()
-            writer.writerows({k: r[k] for k in ("case_id", "iou", "dice")} for r in rows)
+    def write_rows(self, f: Any, rows: list[dict[str, Any]]) -> None:
+        writer = csv.DictWriter(f, fieldnames=["case_id", "iou", "dice"])
+        writer.writeheader()
+        writer.writerows({k: r[k] for k in ("case_id", "iou", "dice")} for r in rows)
 
     def markdown(self) -> str:
         """The localisation table of the last run."""

@@ -25,11 +25,11 @@ from monai.utils import evenly_divisible_all_gather
 from ..metrics.handlers import gather_strings
 from .saliency import grad_cam
 
-__all__ = ["LANetFigureHandler", "save_lanet_figure"]
+__all__ = ["EvaluationFigureHandler", "LANetFigureHandler", "save_lanet_figure"]
 
 
-def _to_2d(array, name: str, size: tuple[int, int] | None = None, mode: str = "bilinear") -> np.ndarray | None:
-    """A (H, W) float array from (H, W), (1, H, W) or (1, 1, H, W) numpy/torch, resized to ``size``."""
+def _to_2d(array: Any, name: str, size: tuple[int, int] | None = None, mode: str = "bilinear") -> np.ndarray | None:
+    """A float ``(H, W)`` array from ``(H, W)``, ``(1, H, W)`` or ``(1, 1, H, W)`` numpy/torch, resized to ``size``."""
     if array is None:
         return None
     tensor = torch.as_tensor(array.detach().cpu() if isinstance(array, torch.Tensor) else np.asarray(array)).float()
@@ -38,8 +38,47 @@ def _to_2d(array, name: str, size: tuple[int, int] | None = None, mode: str = "b
     if tensor.ndim != 2:
         raise ValueError(f"{name} must be (H, W) or (1, H, W), got shape {tuple(np.shape(array))}.")
     if size is not None and tuple(tensor.shape) != tuple(size):
-        tensor = F.interpolate(tensor[None, None], size=size, mode=mode, align_corners=False)[0, 0]
+        kwargs = {} if mode == "nearest" else {"align_corners": False}
+        tensor = F.interpolate(tensor[None, None], size=size, mode=mode, **kwargs)[0, 0]
     return tensor.numpy()
+
+
+def _probs_and_title(probs: Any, class_names: Sequence[str], true_label: int | None) -> tuple[np.ndarray, str]:
+    """Class probabilities as a float array and the figure title ``"predicted: <class> (<prob>)   true: <class>"``.
+
+    Raises:
+        ValueError: ``probs`` and ``class_names`` disagree in length.
+    """
+    probs = np.asarray(probs.detach().cpu() if isinstance(probs, torch.Tensor) else probs, dtype=float).reshape(-1)
+    if len(probs) != len(class_names):
+        raise ValueError(f"probs has {len(probs)} entries but class_names {list(class_names)} has {len(class_names)}.")
+    predicted = int(np.argmax(probs))
+    title = f"predicted: {class_names[predicted]} ({probs[predicted]:.2f})"
+    if true_label is not None:
+        title += f"   true: {class_names[int(true_label)]}"
+    return probs, title
+
+
+def _display(img: np.ndarray) -> np.ndarray:
+    """``img`` scaled to [0, 1] for display (all zero when constant)."""
+    lo, hi = float(np.min(img)), float(np.max(img))
+    return (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+
+
+def _figure(ncols: int, figsize: tuple[float, float], dpi: int) -> tuple[Any, Any]:
+    """A matplotlib ``Figure`` (Agg canvas, constrained layout) with ``ncols`` panels in one row, and its axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, ncols)
+
+
+def _save_png(fig: Any, path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
 
 
 def save_lanet_figure(
@@ -79,27 +118,15 @@ def save_lanet_figure(
     Raises:
         ValueError: ``probs`` and ``class_names`` disagree in length, or an input of the wrong shape.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     img = _to_2d(image, "image")
     size = img.shape
     gt = _to_2d(gt_mask, "gt_mask", size, mode="nearest")
     pred = _to_2d(pred_mask_prob, "pred_mask_prob", size)
     heat = _to_2d(cam, "cam", size)
-    probs = np.asarray(probs.detach().cpu() if isinstance(probs, torch.Tensor) else probs, dtype=float).reshape(-1)
-    if len(probs) != len(class_names):
-        raise ValueError(f"probs has {len(probs)} entries but class_names {list(class_names)} has {len(class_names)}.")
-    predicted = int(np.argmax(probs))
-    title = f"predicted: {class_names[predicted]} ({probs[predicted]:.2f})"
-    if true_label is not None:
-        title += f"   true: {class_names[int(true_label)]}"
+    probs, title = _probs_and_title(probs, class_names, true_label)
 
-    fig = Figure(figsize=(12, 4.4), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3)
-    lo, hi = float(np.min(img)), float(np.max(img))
-    shown = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    fig, axes = _figure(3, (12, 4.4), dpi)
+    shown = _display(img)
     axes[0].imshow(shown, cmap="gray", vmin=0, vmax=1)
     if pred is not None and pred.max() >= threshold > pred.min():
         axes[0].contour(pred, levels=[threshold], colors="red", linewidths=1.5)
@@ -119,10 +146,7 @@ def save_lanet_figure(
     fig.suptitle(title, fontsize=12)
     if return_figure:
         return fig
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return _save_png(fig, path)
 
 
 def _safe_name(text: str) -> str:
@@ -133,7 +157,69 @@ def _default_case_ids(batch: Any) -> list[str]:
     return [str(c) for c in batch["case_id"]]
 
 
-class LANetFigureHandler:
+class EvaluationFigureHandler:
+    """Base of a handler that writes one figure per image an evaluator sees: ``<save_dir>/<case_id>.png``.
+
+    Each iteration reads ``image`` of the evaluator output (``decollate=False``) and the case ids of
+    ``engine.state.batch``; the per-image arrays of :meth:`batch_arrays` are gathered under DDP and only rank 0 writes
+    (:meth:`save_figure`). Subclasses implement both methods.
+
+    Args:
+        save_dir: figure folder (created).
+        class_names: names indexed by class.
+        case_id_transform: ``engine.state.batch`` -> one id per image.
+        dpi: figure resolution.
+    """
+
+    def __init__(
+        self,
+        save_dir: str,
+        class_names: Sequence[str],
+        case_id_transform: Callable[[Any], Sequence[str]] = _default_case_ids,
+        dpi: int = 100,
+    ) -> None:
+        self.save_dir = save_dir
+        self.class_names = tuple(class_names)
+        self.case_id_transform = case_id_transform
+        self.dpi = dpi
+        self.written: list[str] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _reset(self, engine: Engine) -> None:
+        self.written = []
+
+    def batch_arrays(self, engine: Engine, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The tensors of this batch to draw, first dimension the image (``image`` is the float input batch)."""
+        raise NotImplementedError
+
+    def save_figure(self, path: str, arrays: dict[str, torch.Tensor], i: int) -> None:
+        """Write the figure of image ``i`` of the (gathered, CPU) ``arrays`` to ``path``."""
+        raise NotImplementedError
+
+    def __call__(self, engine: Engine) -> None:
+        out = engine.state.output
+        image = torch.as_tensor(out["image"]).float()
+        n = image.shape[0]
+        ids = [str(c) for c in self.case_id_transform(engine.state.batch)]
+        if len(ids) != n:
+            raise ValueError(f"{len(ids)} case ids for a batch of {n} images.")
+        arrays = {k: v.detach() for k, v in self.batch_arrays(engine, image).items()}
+        if idist.get_world_size() > 1:
+            arrays = {k: evenly_divisible_all_gather(v.contiguous(), concat=True) for k, v in arrays.items()}
+            ids = gather_strings(ids)
+        if idist.get_rank() != 0:
+            return
+        arrays = {k: v.cpu() for k, v in arrays.items()}
+        for i, cid in enumerate(ids):
+            path = os.path.join(self.save_dir, f"{_safe_name(cid)}.png")
+            self.save_figure(path, arrays, i)
+            self.written.append(path)
+
+
+class LANetFigureHandler(EvaluationFigureHandler):
     """Writes :func:`save_lanet_figure` for every image an evaluator sees: ``<save_dir>/<case_id>.png``.
 
     Reads ``image``, ``pred`` (class probabilities), ``label``, ``mask_prob``, ``mask`` and ``has_mask`` of the
@@ -159,28 +245,12 @@ class LANetFigureHandler:
         case_id_transform: Callable[[Any], Sequence[str]] = _default_case_ids,
         dpi: int = 100,
     ) -> None:
-        self.save_dir = save_dir
-        self.class_names = tuple(class_names)
+        super().__init__(save_dir, class_names, case_id_transform, dpi)
         self.target_layer = target_layer
         self.threshold = float(threshold)
-        self.case_id_transform = case_id_transform
-        self.dpi = dpi
-        self.written: list[str] = []
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-
-    def _reset(self, engine: Engine) -> None:
-        self.written = []
-
-    def __call__(self, engine: Engine) -> None:
+    def batch_arrays(self, engine: Engine, image: torch.Tensor) -> dict[str, torch.Tensor]:
         out = engine.state.output
-        image = torch.as_tensor(out["image"]).float()
-        n = image.shape[0]
-        ids = [str(c) for c in self.case_id_transform(engine.state.batch)]
-        if len(ids) != n:
-            raise ValueError(f"{len(ids)} case ids for a batch of {n} images.")
         network = getattr(engine.network, "module", engine.network)
         cam = grad_cam(network, image, target_layer=self.target_layer) if self.target_layer else None
         mask_prob = out.get("mask_prob")
@@ -193,21 +263,14 @@ class LANetFigureHandler:
             arrays["mask_prob"] = torch.as_tensor(mask_prob).float()
         if cam is not None:
             arrays["cam"] = torch.as_tensor(cam).float()
-        arrays = {k: v.detach() for k, v in arrays.items()}
-        if idist.get_world_size() > 1:
-            arrays = {k: evenly_divisible_all_gather(v.contiguous(), concat=True) for k, v in arrays.items()}
-            ids = gather_strings(ids)
-        if idist.get_rank() != 0:
-            return
-        arrays = {k: v.cpu() for k, v in arrays.items()}
-        for i, cid in enumerate(ids):
-            gt = arrays["mask"][i, 0] if arrays["has_mask"][i] > 0 else None
-            path = os.path.join(self.save_dir, f"{_safe_name(cid)}.png")
-            save_lanet_figure(
-                path, arrays["image"][i, 0], gt,
-                arrays["mask_prob"][i, 0] if "mask_prob" in arrays else None,
-                arrays["cam"][i, 0] if "cam" in arrays else None,
-                self.class_names, arrays["probs"][i], true_label=int(arrays["label"][i]),
-                threshold=self.threshold, dpi=self.dpi,
-            )
-            self.written.append(path)
+        return arrays
+
+    def save_figure(self, path: str, arrays: dict[str, torch.Tensor], i: int) -> None:
+        gt = arrays["mask"][i, 0] if arrays["has_mask"][i] > 0 else None
+        save_lanet_figure(
+            path, arrays["image"][i, 0], gt,
+            arrays["mask_prob"][i, 0] if "mask_prob" in arrays else None,
+            arrays["cam"][i, 0] if "cam" in arrays else None,
+            self.class_names, arrays["probs"][i], true_label=int(arrays["label"][i]),
+            threshold=self.threshold, dpi=self.dpi,
+        )

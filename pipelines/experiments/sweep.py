@@ -99,8 +99,14 @@ def expand_cells(spec: dict) -> list[Cell]:
     return cells
 
 
-def run_cell(cell: Cell, output_dir: str, overrides: dict) -> dict:
-    """Train one cell with its bundle and return its result row (also written to ``result.json``)."""
+def run_cell(cell: Cell, output_dir: str, overrides: dict, dataset: dict | None = None) -> dict:
+    """Train one cell with its bundle and return its result row (also written to ``result.json``).
+
+    ``dataset`` is the cell's ``datasets`` entry: besides ``bundle`` it may name ``overlays`` (config files merged
+    after ``train.yaml``, e.g. ``[cpu.yaml]``) and ``keys`` (the override key of each grid axis; default
+    ``{backbone: network_def#backbone, attention: network_def#attention}``, e.g. ``{backbone: encoder, attention:
+    decoder}`` for a bundle with top-level ``encoder`` / ``decoder`` keys).
+    """
     from ignite.engine import Events
     from monai.bundle import ConfigWorkflow
 
@@ -108,12 +114,14 @@ def run_cell(cell: Cell, output_dir: str, overrides: dict) -> dict:
 
     configs = Path(bundle_root(cell.bundle)) / "configs"
     override = dict(overrides)
+    keys = {"backbone": "network_def#backbone", "attention": "network_def#attention", **(dataset or {}).get("keys", {})}
     override.update(
-        {"fold": cell.fold, "network_def#backbone": cell.backbone, "network_def#attention": cell.attention,
+        {"fold": cell.fold, keys["backbone"]: cell.backbone, keys["attention"]: cell.attention,
          "output_dir": os.path.abspath(output_dir)}
     )
     wf = ConfigWorkflow(
-        config_file=str(configs / "train.yaml"), meta_file=str(configs / "metadata.json"),
+        config_file=[str(configs / name) for name in ["train.yaml", *(dataset or {}).get("overlays", [])]],
+        meta_file=str(configs / "metadata.json"),
         logging_file=str(configs / "logging.conf"), workflow_type=None, **override,
     )
     wf.initialize()
@@ -247,7 +255,7 @@ def run_sweep(path: str, profile: str | None = None, **changes) -> dict:
         overrides = dict(spec["overrides"])
         overrides.update(spec["dataset_overrides"].get(cell.dataset, {}))
         tqdm.write(f"[sweep] {cell.name}")
-        rows.append(run_cell(cell, str(cell_dir), overrides))
+        rows.append(run_cell(cell, str(cell_dir), overrides, spec["datasets"][cell.dataset]))
         ran += 1
     fields = sorted({k for r in rows for k in r}, key=lambda k: (k.startswith("last_"), k))
     with open(out / "results.csv", "w", newline="") as f:

@@ -23,7 +23,7 @@ from torch.utils.tensorboard import SummaryWriter
 from ..evaluation.saliency import grad_cam
 from ..metrics.localisation import upsample_mask
 
-__all__ = ['CAMTensorBoardHandler', 'EpochPictureHandler', 'LANetTensorBoardHandler', 'OptimizerParamsLogger', 'TensorBoardSliceHandler', 'overlay_rgb']
+__all__ = ['CAMTensorBoardHandler', 'EpochPictureHandler', 'LANetTensorBoardHandler', 'OptimizerParamsLogger', 'OutputPictureHandler', 'TensorBoardSliceHandler', 'overlay_rgb']
 
 
 _PALETTE = np.array(
@@ -262,7 +262,44 @@ class LANetTensorBoardHandler(EpochPictureHandler):
         return self.make_picture(engine.network, engine.state.output)
 
 
-class CAMTensorBoardHandler(EpochPictureHandler):
+class OutputPictureHandler(EpochPictureHandler):
+    """Base of the panels drawn from the evaluator output alone (no network): one row of tiles per image for the
+    first ``num_images`` images of the first batch. Subclasses implement :meth:`row_tiles`.
+
+    Args:
+        log_dir: TensorBoard folder.
+        num_images: rows of the grid.
+        tag: image tag; default the class's :attr:`default_tag`.
+        summary_writer: an existing writer to reuse instead of creating one in ``log_dir``.
+    """
+
+    #: the image tag when none is given.
+    default_tag: str = "picture"
+
+    def __init__(self, log_dir: str = "./runs", num_images: int = 4, tag: str | None = None,
+                 summary_writer: SummaryWriter | None = None) -> None:
+        super().__init__(log_dir=log_dir, summary_writer=summary_writer, tag=self.default_tag if tag is None else tag)
+        self.num_images = int(num_images)
+
+    @abstractmethod
+    def row_tiles(self, output: Mapping, i: int, img: np.ndarray) -> list[np.ndarray]:
+        """The RGB tiles ``(3, H, W)`` of image ``i`` of ``output`` (``img`` its first channel as float numpy)."""
+
+    def make_picture(self, output: Mapping) -> np.ndarray:
+        """Float RGB picture in [0, 1], ``(3, n * H, k * W)`` for ``n = min(num_images, batch)`` rows of the ``k``
+        tiles of :meth:`row_tiles`."""
+        n = min(self.num_images, output["image"].shape[0])
+        rows = []
+        for i in range(n):
+            img = output["image"][i, 0].detach().cpu().float().numpy()
+            rows.append(np.concatenate(self.row_tiles(output, i, img), axis=2))
+        return np.concatenate(rows, axis=1).astype(np.float32)
+
+    def make_engine_picture(self, engine: Engine) -> np.ndarray:
+        return self.make_picture(engine.state.output)
+
+
+class CAMTensorBoardHandler(OutputPictureHandler):
     """Each validation run, one TensorBoard picture of the first ``num_images`` images of the first batch, one row
     per image: the input, its class region over it (green; empty for No Finding) and the Grad-CAM over it.
 
@@ -270,42 +307,26 @@ class CAMTensorBoardHandler(EpochPictureHandler):
     (:class:`~pipelines.engines.cam_attention.CAMAttentionEvalStep` with ``decollate=False``: the CAM is already
     computed, so the picture runs no network). Attach to the evaluator; see :class:`EpochPictureHandler`.
 
-    Args:
-        log_dir: TensorBoard folder.
-        num_images: rows of the grid.
-        tag: image tag.
-        summary_writer: an existing writer to reuse instead of creating one in ``log_dir``.
+    Arguments as :class:`OutputPictureHandler`; the default ``tag`` is ``"val_cam"``.
     """
 
-    def __init__(self, log_dir: str = "./runs", num_images: int = 4, tag: str = "val_cam",
-                 summary_writer: SummaryWriter | None = None) -> None:
-        super().__init__(log_dir=log_dir, summary_writer=summary_writer, tag=tag)
-        self.num_images = int(num_images)
+    default_tag = "val_cam"
 
-    def make_picture(self, output: Mapping) -> np.ndarray:
-        """Float RGB picture in [0, 1], ``(3, n * H, 3 * W)`` for ``n = min(num_images, batch)`` rows of ``H x W``
-        images: input, region overlay, Grad-CAM over the input (black when ``output`` has no ``cam``)."""
-        n = min(self.num_images, output["image"].shape[0])
-        rows = []
-        for i in range(n):
-            img = output["image"][i, 0].detach().cpu().float().numpy()
-            region = output.get("region")
-            mask = region[i, 0].detach().cpu().float().numpy() if region is not None else np.zeros_like(img)
-            # palette colour 1 (green): an empty mask in channel 0
-            tiles = [_gray_rgb(img), overlay_rgb(img, np.stack([np.zeros_like(mask), mask]), alpha=0.4)]
-            cam = output.get("cam")
-            if cam is not None:
-                tiles.append(0.5 * _gray_rgb(img) + 0.5 * _heat_rgb(cam[i, 0].detach().cpu().float().numpy()))
-            else:
-                tiles.append(np.zeros_like(tiles[0]))
-            rows.append(np.concatenate(tiles, axis=2))
-        return np.concatenate(rows, axis=1).astype(np.float32)
-
-    def make_engine_picture(self, engine: Engine) -> np.ndarray:
-        return self.make_picture(engine.state.output)
+    def row_tiles(self, output: Mapping, i: int, img: np.ndarray) -> list[np.ndarray]:
+        """Input, region overlay, Grad-CAM over the input (black when ``output`` has no ``cam``)."""
+        region = output.get("region")
+        mask = region[i, 0].detach().cpu().float().numpy() if region is not None else np.zeros_like(img)
+        # palette colour 1 (green): an empty mask in channel 0
+        tiles = [_gray_rgb(img), overlay_rgb(img, np.stack([np.zeros_like(mask), mask]), alpha=0.4)]
+        cam = output.get("cam")
+        if cam is not None:
+            tiles.append(0.5 * _gray_rgb(img) + 0.5 * _heat_rgb(cam[i, 0].detach().cpu().float().numpy()))
+        else:
+            tiles.append(np.zeros_like(tiles[0]))
+        return tiles
 
 
-class JointSegClsTensorBoardHandler(EpochPictureHandler):
+class JointSegClsTensorBoardHandler(OutputPictureHandler):
     """Each validation run, one TensorBoard picture of the first ``num_images`` images of the first batch, one row
     per image: the input, the ground-truth mask over it (green; empty for a normal image) and the predicted mask over
     it (red).
@@ -314,35 +335,18 @@ class JointSegClsTensorBoardHandler(EpochPictureHandler):
     (:class:`~pipelines.engines.joint_segcls.JointSegClsEvalStep` with ``decollate=False``; the picture runs no
     network). Attach to the evaluator; see :class:`EpochPictureHandler`.
 
-    Args:
-        log_dir: TensorBoard folder.
-        num_images: rows of the grid.
-        tag: image tag.
-        summary_writer: an existing writer to reuse instead of creating one in ``log_dir``.
+    Arguments as :class:`OutputPictureHandler`; the default ``tag`` is ``"val_segcls"``.
     """
 
-    def __init__(self, log_dir: str = "./runs", num_images: int = 4, tag: str = "val_segcls",
-                 summary_writer: SummaryWriter | None = None) -> None:
-        super().__init__(log_dir=log_dir, summary_writer=summary_writer, tag=tag)
-        self.num_images = int(num_images)
+    default_tag = "val_segcls"
 
-    def make_picture(self, output: Mapping) -> np.ndarray:
-        """Float RGB picture in [0, 1], ``(3, n * H, 3 * W)`` for ``n = min(num_images, batch)`` rows of ``H x W``
-        images: input, ground-truth overlay (palette colour 1, green), prediction overlay (colour 0, red)."""
-        n = min(self.num_images, output["image"].shape[0])
-        rows = []
-        for i in range(n):
-            img = output["image"][i, 0].detach().cpu().float().numpy()
-            truth = output["mask"][i, 0].detach().cpu().float().numpy()
-            pred = output["seg"][i, 0].detach().cpu().float().numpy()
-            empty = np.zeros_like(img)
-            tiles = [_gray_rgb(img), overlay_rgb(img, np.stack([empty, truth]), alpha=0.4),
-                     overlay_rgb(img, pred[None], alpha=0.4)]
-            rows.append(np.concatenate(tiles, axis=2))
-        return np.concatenate(rows, axis=1).astype(np.float32)
-
-    def make_engine_picture(self, engine: Engine) -> np.ndarray:
-        return self.make_picture(engine.state.output)
+    def row_tiles(self, output: Mapping, i: int, img: np.ndarray) -> list[np.ndarray]:
+        """Input, ground-truth overlay (palette colour 1, green), prediction overlay (colour 0, red)."""
+        truth = output["mask"][i, 0].detach().cpu().float().numpy()
+        pred = output["seg"][i, 0].detach().cpu().float().numpy()
+        empty = np.zeros_like(img)
+        return [_gray_rgb(img), overlay_rgb(img, np.stack([empty, truth]), alpha=0.4),
+                overlay_rgb(img, pred[None], alpha=0.4)]
 
 
 __all__ += ["JointSegClsTensorBoardHandler"]

@@ -20,9 +20,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.metrics import CumulativeIterationMetric
 
-from .handlers import PerCaseMetricHandler
+from .localisation import FlaggedRowsHandler, FlaggedRowsMetric
 
 __all__ = [
     "CAM_LOCALISATION_METRICS",
@@ -93,7 +92,7 @@ def pointing_game_hits(cam: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     return torch.where(region.any(1), hit.double(), torch.full(hit.shape, float("nan"), dtype=torch.float64))
 
 
-class CAMLocalisationMetrics(CumulativeIterationMetric):
+class CAMLocalisationMetrics(FlaggedRowsMetric):
     """Attention-in-region ratio and pointing game over the images with a non-empty region.
 
     Each call adds one row per image, ``(has_region, ratio, hit)`` as float64 (0 for ratio and hit without a
@@ -110,6 +109,8 @@ class CAMLocalisationMetrics(CumulativeIterationMetric):
         threshold: CAM threshold of the ratio.
     """
 
+    value_names = CAM_LOCALISATION_METRICS
+
     def __init__(self, threshold: float = 0.5) -> None:
         super().__init__()
         self.threshold = float(threshold)
@@ -123,45 +124,13 @@ class CAMLocalisationMetrics(CumulativeIterationMetric):
         has = (~torch.isnan(ratio)).double()
         return torch.stack([has, torch.nan_to_num(ratio), torch.nan_to_num(hits)], dim=1)
 
-    def _rows(self) -> torch.Tensor:
-        buffer = self.get_buffer()
-        if buffer is None:
-            return torch.zeros(0, 3, dtype=torch.float64)
-        return torch.as_tensor(buffer).reshape(-1, 3)
-
-    def per_case(self, case_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """``{"case_id", "ratio", "pointing"}`` of every buffered image with a region, in buffer order.
-
-        Args:
-            case_ids: one id per buffered image (with or without a region); default ``"case_0000"``, ...
-        """
-        rows = self._rows()
-        if case_ids is None:
-            case_ids = [f"case_{i:04d}" for i in range(rows.shape[0])]
-        if len(case_ids) != rows.shape[0]:
-            raise ValueError(f"{len(case_ids)} case ids for {rows.shape[0]} buffered images.")
-        return [
-            {"case_id": str(cid), "ratio": float(row[1]), "pointing": float(row[2])}
-            for cid, row in zip(case_ids, rows)
-            if row[0] > 0
-        ]
-
-    def aggregate(self) -> dict[str, float]:  # type: ignore[override]
-        """``{"ratio", "pointing"}`` means over the images with a region (NaN when there is none) and their count
-        ``n``."""
-        rows = self._rows()
-        rows = rows[rows[:, 0] > 0]
-        if rows.shape[0] == 0:
-            return {"ratio": float("nan"), "pointing": float("nan"), "n": 0}
-        return {"ratio": float(rows[:, 1].mean()), "pointing": float(rows[:, 2].mean()), "n": int(rows.shape[0])}
-
 
 def _cam_output(output: Any) -> tuple[Any, Any]:
     """``(cam, region)`` of a :class:`~pipelines.engines.cam_attention.CAMAttentionEvalStep` output."""
     return output["cam"], output["region"]
 
 
-class CAMLocalisationHandler(PerCaseMetricHandler):
+class CAMLocalisationHandler(FlaggedRowsHandler):
     """Mean attention-in-region ratio (or pointing-game accuracy) over the disease images, as an ignite metric.
 
     Wraps :class:`CAMLocalisationMetrics` (gathered across ranks under DDP). After each run
@@ -187,12 +156,8 @@ class CAMLocalisationHandler(PerCaseMetricHandler):
         case_id_transform: Callable | None = None,
         save_details: bool = True,
     ) -> None:
-        if kind not in CAM_LOCALISATION_METRICS:
-            raise ValueError(f"kind must be one of {CAM_LOCALISATION_METRICS}, got {kind!r}.")
-        self.kind = kind
         self.threshold = float(threshold)
-        self.rows: list[dict[str, Any]] = []
-        super().__init__(CAMLocalisationMetrics(threshold), output_transform, case_id_transform, save_details)
+        super().__init__(CAMLocalisationMetrics(threshold), kind, output_transform, case_id_transform, save_details)
 
     def update(self, output: Sequence[Any]) -> None:
         if len(output) != 2:
@@ -202,13 +167,3 @@ class CAMLocalisationHandler(PerCaseMetricHandler):
             return
         self.metric_fn(cam, torch.as_tensor(region))
         self._record_case_ids(cam, len(cam))
-
-    def compute(self) -> float:
-        means = self.metric_fn.aggregate()
-        self.rows = self.metric_fn.per_case(self.case_ids())
-        if self.save_details:
-            if self._engine is None or self._name is None:
-                raise RuntimeError("call attach() before compute().")
-            self._engine.state.metric_details[self._name] = self.rows
-        self._is_reduced = True
-        return float(means[self.kind])

@@ -10,6 +10,8 @@ way).
 * :func:`mask_dice_iou`: the per-image values of a batch.
 * :class:`MaskLocalisationMetrics`: a MONAI ``Cumulative`` metric; its buffer is gathered across ranks under DDP.
 * :class:`MaskLocalisationHandler`: the ignite handler beside it (key or additional metric of an evaluator).
+* :class:`FlaggedRowsMetric` / :class:`FlaggedRowsHandler`: their bases (one flagged row of values per image), shared
+  with :mod:`pipelines.metrics.attention`.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from monai.metrics import CumulativeIterationMetric
 
 from .handlers import PerCaseMetricHandler
 
-__all__ = ["LOCALISATION_METRICS", "MaskLocalisationHandler", "MaskLocalisationMetrics", "mask_dice_iou",
-           "upsample_mask"]
+__all__ = ["FlaggedRowsHandler", "FlaggedRowsMetric", "LOCALISATION_METRICS", "MaskLocalisationHandler",
+           "MaskLocalisationMetrics", "mask_dice_iou", "upsample_mask"]
 
 LOCALISATION_METRICS = ("dice", "iou")
 
@@ -51,7 +53,91 @@ def mask_dice_iou(mask_prob: torch.Tensor, gt: torch.Tensor, threshold: float = 
     return dice.cpu().numpy(), iou.cpu().numpy()
 
 
-class MaskLocalisationMetrics(CumulativeIterationMetric):
+class FlaggedRowsMetric(CumulativeIterationMetric):
+    """Base of a ``Cumulative`` metric that buffers one float64 row per image: a flag (the image counts, e.g. it has
+    a mask) followed by one value per name of :attr:`value_names`.
+
+    :meth:`get_buffer` gathers the rows of all ranks under DDP; :meth:`per_case` and :meth:`aggregate` keep the flagged
+    rows. A subclass sets :attr:`value_names` and implements ``_compute_tensor`` returning ``(B, 1 + len(value_names))``.
+    """
+
+    #: names of the values after the flag, in column order (the keys of :meth:`per_case` and :meth:`aggregate`).
+    value_names: tuple[str, ...] = ()
+
+    def _rows(self) -> torch.Tensor:
+        width = 1 + len(self.value_names)
+        buffer = self.get_buffer()
+        if buffer is None:
+            return torch.zeros(0, width, dtype=torch.float64)
+        return torch.as_tensor(buffer).reshape(-1, width)
+
+    def per_case(self, case_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """``{"case_id", *value_names}`` of every flagged buffered image, in buffer order.
+
+        Args:
+            case_ids: one id per buffered image (flagged or not); default ``"case_0000"``, ...
+        """
+        rows = self._rows()
+        if case_ids is None:
+            case_ids = [f"case_{i:04d}" for i in range(rows.shape[0])]
+        if len(case_ids) != rows.shape[0]:
+            raise ValueError(f"{len(case_ids)} case ids for {rows.shape[0]} buffered images.")
+        return [
+            {"case_id": str(cid), **{name: float(row[1 + j]) for j, name in enumerate(self.value_names)}}
+            for cid, row in zip(case_ids, rows)
+            if row[0] > 0
+        ]
+
+    def aggregate(self) -> dict[str, float]:  # type: ignore[override]
+        """Means of :attr:`value_names` over the flagged images (NaN when there is none) and their count ``n``."""
+        rows = self._rows()
+        rows = rows[rows[:, 0] > 0]
+        if rows.shape[0] == 0:
+            return {**{name: float("nan") for name in self.value_names}, "n": 0}
+        means = {name: float(rows[:, 1 + j].mean()) for j, name in enumerate(self.value_names)}
+        return {**means, "n": int(rows.shape[0])}
+
+
+class FlaggedRowsHandler(PerCaseMetricHandler):
+    """Base of the ignite handler of a :class:`FlaggedRowsMetric`: ``engine.state.metrics[name]`` holds the ``kind``
+    mean and ``engine.state.metric_details[name]`` the per-image rows of :meth:`FlaggedRowsMetric.per_case`.
+
+    A subclass implements ``update``.
+
+    Args:
+        metric_fn: the metric.
+        kind: one of ``metric_fn.value_names``, the reported mean.
+        output_transform: ``engine.state.output`` -> what ``update`` reads.
+        case_id_transform: ``engine.state.batch`` -> one id per image.
+        save_details: keep the per-image rows in ``engine.state.metric_details[name]``.
+    """
+
+    def __init__(
+        self,
+        metric_fn: FlaggedRowsMetric,
+        kind: str,
+        output_transform: Callable,
+        case_id_transform: Callable | None,
+        save_details: bool,
+    ) -> None:
+        if kind not in metric_fn.value_names:
+            raise ValueError(f"kind must be one of {metric_fn.value_names}, got {kind!r}.")
+        self.kind = kind
+        self.rows: list[dict[str, Any]] = []
+        super().__init__(metric_fn, output_transform, case_id_transform, save_details)
+
+    def compute(self) -> float:
+        means = self.metric_fn.aggregate()
+        self.rows = self.metric_fn.per_case(self.case_ids())
+        if self.save_details:
+            if self._engine is None or self._name is None:
+                raise RuntimeError("call attach() before compute().")
+            self._engine.state.metric_details[self._name] = self.rows
+        self._is_reduced = True
+        return float(means[self.kind])
+
+
+class MaskLocalisationMetrics(FlaggedRowsMetric):
     """Per-image Dice and IoU of a coarse mask (:func:`mask_dice_iou`), accumulated over batches.
 
     Each call adds one row per image to the buffer, ``(has_mask, dice, iou)`` as float64; :meth:`get_buffer`
@@ -68,6 +154,8 @@ class MaskLocalisationMetrics(CumulativeIterationMetric):
     Args:
         threshold: probability threshold of the upsampled mask.
     """
+
+    value_names = LOCALISATION_METRICS
 
     def __init__(self, threshold: float = 0.5) -> None:
         super().__init__()
@@ -97,44 +185,13 @@ class MaskLocalisationMetrics(CumulativeIterationMetric):
         flags = (flags.cpu() > 0).double()
         return torch.stack([flags, torch.from_numpy(dice), torch.from_numpy(iou)], dim=1)
 
-    def _rows(self) -> torch.Tensor:
-        buffer = self.get_buffer()
-        if buffer is None:
-            return torch.zeros(0, 3, dtype=torch.float64)
-        return torch.as_tensor(buffer).reshape(-1, 3)
-
-    def per_case(self, case_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """``{"case_id", "dice", "iou"}`` of every buffered image with a mask, in buffer order.
-
-        Args:
-            case_ids: one id per buffered image (with or without a mask); default ``"case_0000"``, ...
-        """
-        rows = self._rows()
-        if case_ids is None:
-            case_ids = [f"case_{i:04d}" for i in range(rows.shape[0])]
-        if len(case_ids) != rows.shape[0]:
-            raise ValueError(f"{len(case_ids)} case ids for {rows.shape[0]} buffered images.")
-        return [
-            {"case_id": str(cid), "dice": float(row[1]), "iou": float(row[2])}
-            for cid, row in zip(case_ids, rows)
-            if row[0] > 0
-        ]
-
-    def aggregate(self) -> dict[str, float]:  # type: ignore[override]
-        """``{"dice", "iou"}`` means over the images with a mask (NaN when there is none) and their count ``n``."""
-        rows = self._rows()
-        rows = rows[rows[:, 0] > 0]
-        if rows.shape[0] == 0:
-            return {"dice": float("nan"), "iou": float("nan"), "n": 0}
-        return {"dice": float(rows[:, 1].mean()), "iou": float(rows[:, 2].mean()), "n": int(rows.shape[0])}
-
 
 def _lanet_mask_output(output: Any) -> tuple[Any, Any, Any]:
     """``(mask_prob, mask, has_mask)`` of an LA-Net engine output (:mod:`pipelines.engines.lanet`)."""
     return output["mask_prob"], output["mask"], output["has_mask"]
 
 
-class MaskLocalisationHandler(PerCaseMetricHandler):
+class MaskLocalisationHandler(FlaggedRowsHandler):
     """Mean mask Dice (or IoU) over the images with a mask, as an ignite metric of an evaluator.
 
     Wraps :class:`MaskLocalisationMetrics` (gathered across ranks under DDP). After each run
@@ -159,12 +216,8 @@ class MaskLocalisationHandler(PerCaseMetricHandler):
         case_id_transform: Callable | None = None,
         save_details: bool = True,
     ) -> None:
-        if kind not in LOCALISATION_METRICS:
-            raise ValueError(f"kind must be one of {LOCALISATION_METRICS}, got {kind!r}.")
-        self.kind = kind
         self.threshold = float(threshold)
-        self.rows: list[dict[str, Any]] = []
-        super().__init__(MaskLocalisationMetrics(threshold), output_transform, case_id_transform, save_details)
+        super().__init__(MaskLocalisationMetrics(threshold), kind, output_transform, case_id_transform, save_details)
 
     def update(self, output: Sequence[Any]) -> None:
         if len(output) != 3:
@@ -174,13 +227,3 @@ class MaskLocalisationHandler(PerCaseMetricHandler):
             return
         self.metric_fn(mask_prob, torch.as_tensor(gt), has_mask=has_mask)
         self._record_case_ids(mask_prob, len(mask_prob))
-
-    def compute(self) -> float:
-        means = self.metric_fn.aggregate()
-        self.rows = self.metric_fn.per_case(self.case_ids())
-        if self.save_details:
-            if self._engine is None or self._name is None:
-                raise RuntimeError("call attach() before compute().")
-            self._engine.state.metric_details[self._name] = self.rows
-        self._is_reduced = True
-        return float(means[self.kind])

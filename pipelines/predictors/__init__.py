@@ -13,6 +13,7 @@ from .folder import (
     list_input_images,
     load_input_image,
 )
+from .joint_segcls import JointSegClsPredictor, save_joint_segcls_figure
 from .lung_boxes import compute_lung_boxes, lung_boxes_from_masks
 from .naming import brats_output_name
 from .segmentation import SegmentationFolderPredictor, foreground_probability
@@ -32,3 +33,4 @@ __all__ = [
     'list_input_images',
     'load_input_image',
 ]
+__all__ += ['JointSegClsPredictor', 'save_joint_segcls_figure']

@@ -31,6 +31,7 @@ CASES = {
     "busi_lanet": (["runs/busi_lanet/stage1", "runs/busi_lanet/stage2"], "--epochs 1"),
     "cxr_lung_segmentation": (["runs/cxr_lung_segmentation"], "--epochs 1 --val_interval 1"),
     "cxr_attention_classification": (["runs/cxr_attention_classification"], "--epochs 1"),
+    "busi_joint_segcls": (["runs/busi_joint_segcls"], "--epochs 1 --val_interval 1"),
 }
 
 
@@ -172,6 +173,32 @@ def test_cxr_lung_segmentation_readme_example(tmp_path):
     scripted = _check_export(run)
     with torch.no_grad():
         assert scripted(torch.randn(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+
+
+def test_busi_joint_segcls_readme_example(tmp_path):
+    lines = _run_block("busi_joint_segcls", tmp_path)
+    _only_the_run_folder(lines, "busi_joint_segcls")
+    run = tmp_path / CASES["busi_joint_segcls"][0][0]
+    train = ConfigParser.load_config_file(str(run / "configs" / "train.yaml"))
+    assert train["epochs"] == 1 and train["image_size"] == 96 and train["encoder"] == "efficientnet-b0"
+    inference = ConfigParser.load_config_file(str(run / "configs" / "inference.yaml"))
+    assert inference["image_size"] == 96 and inference["network_def"]["decoder_channels"] == [32, 16, 16, 8, 8]
+    summary = run / "eval" / "summary.json"
+    assert summary.is_file() and "segmentation" in summary.read_text()
+    parser = ConfigParser()
+    parser.read_config(str(run / "configs" / "inference.yaml"))
+    inputs = sorted(p for p in Path(parser.get_parsed_content("input_dir")).glob("*.png") if "_mask" not in p.name)
+    with open(run / "predictions" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(inputs) > 0 and len(rows) == len(inputs) and {row["status"] for row in rows} == {"ok"}
+    for path in inputs:
+        with Image.open(path) as image, Image.open(run / "predictions" / f"{path.stem}_mask.png") as mask:
+            assert mask.size == image.size
+    assert len(list((run / "predictions" / "figures").glob("*.png"))) == len(inputs)
+    scripted = _check_export(run)
+    with torch.no_grad():
+        out = scripted(torch.randn(1, 1, 96, 96))
+    assert out["seg"].shape == (1, 1, 96, 96) and out["logits"].shape == (1, 3)
 
 
 def test_every_bundle_has_a_readme_example():
