@@ -226,6 +226,9 @@ class JointSegClsNet(nn.Module):
         dropout: dropout before the linear classifier (0: none).
         act: decoder activation.
         norm: decoder norm.
+        encoder_bn_momentum: momentum of the encoder's BatchNorm running statistics (PyTorch's 0.1 by default); None
+            keeps MONAI's (0.01 for EfficientNet, made for long ImageNet training: after a few hundred steps its
+            running statistics are still far from the data's, and evaluation-mode outputs collapse to one class).
 
     Raises:
         ValueError: unknown ``encoder`` / ``decoder``, ``spatial_dims`` not 2 or 3, ``num_classes`` not positive,
@@ -260,6 +263,7 @@ class JointSegClsNet(nn.Module):
         dropout: float = 0.0,
         act: str | tuple = ("relu", {"inplace": True}),
         norm: str | tuple = ("batch", {"eps": 1e-3, "momentum": 0.1}),
+        encoder_bn_momentum: float | None = 0.1,
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims, type(self).__name__)
@@ -288,6 +292,10 @@ class JointSegClsNet(nn.Module):
             if hasattr(self.encoder, name):
                 delattr(self.encoder, name)
         self.encoder_name = encoder
+        if encoder_bn_momentum is not None:
+            for module in self.encoder.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.momentum = float(encoder_bn_momentum)
         if encoder_weights is not None:
             self.load_encoder_weights(encoder_weights)
 

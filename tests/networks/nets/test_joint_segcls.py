@@ -173,3 +173,16 @@ def test_scripted_network_matches_eager_and_ignores_labels():
         got = scripted(x, torch.tensor([0, 2]))
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], atol=1e-5, rtol=1e-4)
+
+
+def test_encoder_batchnorm_momentum():
+    """The encoder's running statistics follow the data at PyTorch's momentum 0.1 by default (MONAI's EfficientNet
+    uses 0.01, under which a short training run evaluates with far-off statistics); None keeps MONAI's."""
+
+    def momenta(net):
+        return {m.momentum for m in net.encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+
+    kwargs = dict(encoder="efficientnet-b0", decoder_channels=(16, 16, 8, 8, 8))
+    assert momenta(JointSegClsNet(**kwargs)) == {0.1}
+    assert momenta(JointSegClsNet(**kwargs, encoder_bn_momentum=0.3)) == {0.3}
+    assert momenta(JointSegClsNet(**kwargs, encoder_bn_momentum=None)) == {0.01}
