@@ -13,6 +13,7 @@ after them.
 
 from __future__ import annotations
 
+import abc
 import csv
 import json
 import logging
@@ -172,7 +173,7 @@ class MetricsReportHandler:
             writer.add_text(self.tag, self.table, step)
 
 
-class RowsReportHandler:
+class RowsReportHandler(abc.ABC):
     """Base of a *section* handler that writes the per-image rows of a metric handler (``engine.state.metric_details``)
     when the evaluator completes: ``<save_dir>/<filename>`` (:meth:`write_rows`) and the ``section`` dict
     (:meth:`make_section`) that :class:`MetricsReportHandler` adds to its summary. Only rank 0 writes under DDP (the
@@ -204,13 +205,17 @@ class RowsReportHandler:
         """Mean of each of ``keys`` over ``rows`` (NaN when there is no row)."""
         return {k: float(np.mean([r[k] for r in rows])) if rows else float("nan") for k in keys}
 
+    @abc.abstractmethod
     def make_section(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """The ``section`` of this run's ``rows``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def write_rows(self, f: Any, rows: list[dict[str, Any]]) -> None:
         """Write ``rows`` as CSV to the open text file ``f``."""
-        raise NotImplementedError
+
+    @abc.abstractmethod
+    def markdown(self) -> str:
+        """The section as Markdown for ``summary.md``."""
 
     def __call__(self, engine: Engine) -> None:
         details = getattr(engine.state, "metric_details", {})

@@ -10,6 +10,7 @@ The rest of the LA-Net evaluation runs on MONAI's ``SupervisedEvaluator`` with t
 
 from __future__ import annotations
 
+import abc
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -157,7 +158,7 @@ def _default_case_ids(batch: Any) -> list[str]:
     return [str(c) for c in batch["case_id"]]
 
 
-class EvaluationFigureHandler:
+class EvaluationFigureHandler(abc.ABC):
     """Base of a handler that writes one figure per image an evaluator sees: ``<save_dir>/<case_id>.png``.
 
     Each iteration reads ``image`` of the evaluator output (``decollate=False``) and the case ids of
@@ -191,13 +192,13 @@ class EvaluationFigureHandler:
     def _reset(self, engine: Engine) -> None:
         self.written = []
 
+    @abc.abstractmethod
     def batch_arrays(self, engine: Engine, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """The tensors of this batch to draw, first dimension the image (``image`` is the float input batch)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def save_figure(self, path: str, arrays: dict[str, torch.Tensor], i: int) -> None:
         """Write the figure of image ``i`` of the (gathered, CPU) ``arrays`` to ``path``."""
-        raise NotImplementedError
 
     def __call__(self, engine: Engine) -> None:
         out = engine.state.output

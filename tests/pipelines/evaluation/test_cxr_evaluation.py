@@ -101,3 +101,14 @@ def test_tensorboard_cam_panel():
     # inside the region: the green of the palette blended at 0.4 over black; outside: black
     np.testing.assert_allclose(region_tile[:, 6, 0], 0.4 * np.array([0.2, 0.8, 0.2]), rtol=1e-5)
     np.testing.assert_allclose(region_tile[:, 2, 0], 0.0)
+
+
+def test_report_and_figure_bases_need_their_hooks():
+    """The shared bases of the localisation reports and the evaluation figures cannot be built without their hooks."""
+    from pipelines.evaluation.handlers import RowsReportHandler
+    from pipelines.evaluation.lanet import EvaluationFigureHandler
+
+    with pytest.raises(TypeError, match="abstract"):
+        RowsReportHandler("out", "metric", "rows.csv", "section")
+    with pytest.raises(TypeError, match="abstract"):
+        EvaluationFigureHandler("out", ["a", "b"])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import pytest
 import yaml
 
 from pipelines.experiments import expand_cells, load_sweep, run_sweep
@@ -23,8 +22,6 @@ def test_grid_is_encoders_by_decoders_by_folds():
     assert {c.fold for c in cells} == {0, 1, 2} and {c.bundle for c in cells} == {"busi_joint_segcls"}
 
 
-@pytest.mark.skipif(not (SWEEP.parents[2] / "bundles" / "busi_joint_segcls" / "configs" / "train.yaml").is_file(),
-                    reason="bundle busi_joint_segcls not present")
 def test_demo_profile_trains_each_decoder(tmp_path):
     result = run_sweep(str(SWEEP), "demo", output_dir=str(tmp_path / "sweep"), backbones=["efficientnet-b0"],
                        overrides={"epochs": 1, "num_workers": 0, "image_size": 64})
