@@ -26,6 +26,12 @@ from .datalists.chestxray14_prepared import (
     chestxray14_prepared_datalist,
     read_lung_boxes,
 )
+from .datalists.detection import (
+    busi_detection_datalist,
+    detection_datalist,
+    detection_split,
+    frame_detection_datalist,
+)
 from .demo import (
     DEMO_DATASETS,
     DEMO_MARKER,
@@ -40,6 +46,7 @@ from .demo import (
     make_hvsmr_demo,
     make_malc_demo,
     make_montgomery_demo,
+    make_scanner_frame_demo,
 )
 from .errors import DatasetError
 from .prepare import plan_chestxray14_split, prepare_chestxray14, read_data_entry
@@ -85,4 +92,9 @@ __all__ = [
     "read_data_entry",
     "montgomery_datalist",
     "segmentation_datalist",
+    "busi_detection_datalist",
+    "detection_datalist",
+    "detection_split",
+    "frame_detection_datalist",
+    "make_scanner_frame_demo",
 ]

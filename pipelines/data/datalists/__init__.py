@@ -2,7 +2,8 @@
 
 One module per dataset: :mod:`.brats` (BraTS 2018), :mod:`.segmentation` (``images/`` +
 ``masks/`` NIfTI datasets: MALC, HVSMR 2016, and plain image folders), :mod:`.busi` (BUSI) and
-:mod:`.chestxray14` (NIH ChestX-ray14); :mod:`.common` holds the shared checks.
+:mod:`.chestxray14` (NIH ChestX-ray14), :mod:`.detection` (lesion boxes: BUSI, scanner frames + a box file);
+:mod:`.common` holds the shared checks.
 
 Every scanner returns ``list[dict]`` sorted by ``case_id`` (natural order, so ``case (2)`` comes
 before ``case (10)``) with absolute paths, ready for MONAI's ``Dataset``. Problems are reported
@@ -27,6 +28,15 @@ from .chestxray14_prepared import (
     LUNG_BOX_FILE,
     chestxray14_prepared_datalist,
     read_lung_boxes,
+)
+from .detection import (
+    BOX_CSV,
+    BOX_CSV_COLUMNS,
+    COCO_JSON,
+    busi_detection_datalist,
+    detection_datalist,
+    detection_split,
+    frame_detection_datalist,
 )
 from .montgomery import MONTGOMERY_LAYOUT, montgomery_datalist
 from .segmentation import (
@@ -63,4 +73,11 @@ __all__ = [
     "image_folder_datalist",
     "malc_datalist",
     "segmentation_datalist",
+    "BOX_CSV",
+    "BOX_CSV_COLUMNS",
+    "COCO_JSON",
+    "busi_detection_datalist",
+    "detection_datalist",
+    "detection_split",
+    "frame_detection_datalist",
 ]

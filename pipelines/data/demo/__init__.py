@@ -31,6 +31,7 @@ from .chestxray14 import (
 from .hvsmr import make_hvsmr_demo
 from .malc import make_malc_demo
 from .montgomery import make_montgomery_demo
+from .scanner_frames import make_scanner_frame_demo
 
 __all__ = [
     "DEMO_DATASETS",
@@ -46,4 +47,5 @@ __all__ = [
     "make_hvsmr_demo",
     "make_malc_demo",
     "make_montgomery_demo",
+    "make_scanner_frame_demo",
 ]

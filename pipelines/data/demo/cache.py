@@ -23,6 +23,7 @@ from .chestxray14 import make_chestxray14_demo, make_chestxray14_shortcut_datase
 from .hvsmr import make_hvsmr_demo
 from .malc import make_malc_demo
 from .montgomery import make_montgomery_demo
+from .scanner_frames import make_scanner_frame_demo
 
 __all__ = ["DEMO_DATASETS", "DEMO_MARKER", "DEMO_VERSION", "demo_root", "ensure_demo_dataset"]
 
@@ -41,6 +42,7 @@ DEMO_DATASETS: dict[str, Callable[..., str]] = {
     "chestxray14": make_chestxray14_demo,
     "chestxray14_shortcut": make_chestxray14_shortcut_dataset,
     "montgomery": make_montgomery_demo,
+    "busi_frames": make_scanner_frame_demo,
 }
 
 
@@ -107,7 +109,7 @@ def ensure_demo_dataset(name: str, root: str | None = None, **kwargs: Any) -> st
 
     Args:
         name: one of ``"brats"``, ``"malc"``, ``"hvsmr"``, ``"busi"``, ``"chestxray14"``, ``"montgomery"``,
-            ``"chestxray14_shortcut"``.
+            ``"chestxray14_shortcut"``, ``"busi_frames"`` (:func:`.scanner_frames.make_scanner_frame_demo`).
         root: output folder; defaults to ``os.path.join(demo_root(), name)``.
         **kwargs: arguments of the matching ``make_<name>_demo`` (``seed``, sizes, ...).
 
