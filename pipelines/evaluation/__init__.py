@@ -21,3 +21,6 @@ __all__ += ['CAMLocalisationReportHandler', 'CXRFigureHandler', 'save_cxr_figure
 from .joint_segcls import SegmentationSubsetReportHandler  # noqa: E402
 
 __all__ += ['SegmentationSubsetReportHandler']
+from .detection import DetectionReportHandler, write_detection_report  # noqa: E402
+
+__all__ += ['DetectionReportHandler', 'write_detection_report']

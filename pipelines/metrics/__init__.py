@@ -99,3 +99,19 @@ __all__ += [
     "CAM_LOCALISATION_METRICS", "CAMLocalisationHandler", "CAMLocalisationMetrics", "attention",
     "attention_in_region_ratio", "pointing_game_hits",
 ]
+from . import detection  # noqa: E402
+from .detection import (  # noqa: E402
+    DETECTION_METRICS,
+    DetectionEvaluation,
+    DetectionMetric,
+    DetectionMetricsHandler,
+    ExactCOCOMetric,
+    box_iou_exact,
+    detection_metrics,
+    detection_report,
+)
+
+__all__ += [
+    "DETECTION_METRICS", "DetectionEvaluation", "DetectionMetric", "DetectionMetricsHandler", "ExactCOCOMetric",
+    "box_iou_exact", "detection", "detection_metrics", "detection_report",
+]
