@@ -18,14 +18,33 @@ from .busi import (
     PartialAnnotationd,
     RandResizedCropd,
 )
+from .io import LoadFramed, load_input_image
 from .postprocessing import KeepLargestComponentPerClass, KeepLargestComponentPerClassd
 from .recipes import (
     busi_eval_transforms,
     busi_train_transforms,
     segmentation_transforms,
 )
+from .ultrasound import (
+    CLAHE,
+    CLAHEd,
+    RandAffineBoxd,
+    ResizeBoxd,
+    ScannerFrameCrop,
+    ScannerFrameCropd,
+    scanner_frame_bounds,
+)
 
 __all__ = [
+    "CLAHE",
+    "CLAHEd",
+    "LoadFramed",
+    "RandAffineBoxd",
+    "ResizeBoxd",
+    "ScannerFrameCrop",
+    "ScannerFrameCropd",
+    "load_input_image",
+    "scanner_frame_bounds",
     "BoxesToMaskd",
     "DilateMaskd",
     "LoadBUSId",

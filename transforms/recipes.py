@@ -565,3 +565,205 @@ def busi_joint_image_transforms(image_size: int = 256, image_key: str = "image")
         ScaleIntensityRanged(image_key, a_min=0.0, a_max=255.0, b_min=-1.0, b_max=1.0, clip=True),
         EnsureTyped(image_key, dtype=torch.float32, track_meta=True),
     ])
+
+
+# --------------------------------------------------------------------------------------------
+# breast-ultrasound lesion detection (busi_detection)
+# --------------------------------------------------------------------------------------------
+__all__ += ["boxes_to_original", "detection_eval_transforms", "detection_image_transforms",
+            "detection_train_transforms"]
+
+
+def _detection_frame(
+    image_size: int, crop_frame: bool, clahe: bool, image_key: str, box_keys: Sequence[str], label_keys: Sequence[str],
+    frame_threshold: float, frame_min_fraction: float, clahe_clip_limit: float, clahe_kernel_size: int | None,
+) -> list:
+    """Scanner-frame crop (or the whole frame, recorded as ``crop_box`` alike) -> resize to ``image_size`` x
+    ``image_size`` with the boxes -> CLAHE (or [0, 255] -> [0, 1])."""
+    from .ultrasound import CLAHEd, ResizeBoxd, ScannerFrameCropd
+
+    steps: list = [
+        ScannerFrameCropd(image_key, box_keys=box_keys, box_ref_image_keys=image_key, label_keys=label_keys,
+                          threshold=frame_threshold, min_fraction=frame_min_fraction if crop_frame else 0.0),
+        ResizeBoxd(image_key, box_keys, image_key, int(image_size), mode="bilinear", anti_aliasing=True),
+    ]
+    if clahe:
+        steps.append(CLAHEd(image_key, clip_limit=clahe_clip_limit, kernel_size=clahe_kernel_size, in_max=255.0))
+    else:
+        steps.append(ScaleIntensityRanged(image_key, a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True))
+    return steps
+
+
+def _detection_channels(channels: int, image_key: str) -> list:
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}.")
+    from monai.transforms import RepeatChanneld
+
+    return [RepeatChanneld(image_key, repeats=3)] if channels == 3 else []
+
+
+def detection_train_transforms(
+    image_size: int = 512,
+    crop_frame: bool = False,
+    clahe: bool = True,
+    channels: int = 3,
+    augment: bool = True,
+    flip_prob: float = 0.5,
+    vflip_prob: float = 0.0,
+    affine_prob: float = 0.5,
+    scale: float = 0.1,
+    translate: float = 0.05,
+    rotate_degrees: float = 0.0,
+    gamma_prob: float = 0.3,
+    gamma: Sequence[float] = (0.7, 1.5),
+    contrast_prob: float = 0.3,
+    contrast: float = 0.2,
+    noise_prob: float = 0.2,
+    noise_std: float = 0.02,
+    frame_threshold: float = 0.0,
+    frame_min_fraction: float = 0.1,
+    clahe_clip_limit: float = 0.01,
+    clahe_kernel_size: int | None = None,
+) -> Compose:
+    """Lesion-detection training pipeline for the detection datalists' items (``image`` path, ``box`` ``[[r0, c0,
+    r1, c1], ...]`` on the image's own grid, ``label`` one int per box; negatives ``[]``).
+
+    Load (:class:`transforms.io.LoadFramed`: PNG / JPEG / DICOM, one channel in [0, 255]) -> boxes to float32
+    ``(N, 4)``, labels to int64 ``(N,)`` -> scanner-frame crop (``crop_frame``, :class:`transforms.ultrasound.
+    ScannerFrameCropd`: boxes shifted, clipped, emptied ones dropped; ``crop_box`` recorded, the whole frame without
+    the crop) -> resize to ``image_size`` x ``image_size`` with the boxes (aspect ratio not kept, as the seed resizes)
+    -> CLAHE (``clahe``; else [0, 255] -> [0, 1]) -> augmentation that moves the boxes (``augment``): horizontal flip
+    (``flip_prob``), vertical flip (``vflip_prob``, off: ultrasound depth has a direction), both MONAI's
+    ``RandFlipBoxd``; a random affine (probability ``affine_prob``, scale ``1 +- scale``, shift ``+- translate *
+    image_size``, rotation ``+- rotate_degrees``, off by default since a rotated box is loose;
+    :class:`transforms.ultrasound.RandAffineBoxd`), boxes clipped and emptied ones dropped with their labels; then
+    intensity of the image only: gamma (``gamma`` range, ``gamma_prob``), contrast about the mean (``1 +- contrast``,
+    ``contrast_prob``), Gaussian noise (``noise_std``, ``noise_prob``), clipped to [0, 1] -> ``channels`` (3: the
+    gray channel repeated, as the seed fed an ImageNet backbone; or 1).
+
+    Returns a :class:`~monai.transforms.Compose` producing ``image`` float32 ``(channels, S, S)`` in [0, 1], ``box``
+    float32 ``(N, 4)`` on the ``S`` grid, ``label`` int64 ``(N,)``, ``crop_box`` float32 ``(4,)`` and the item's other
+    keys. Everything before the flips is deterministic (cached by MONAI's ``CacheDataset``). Boxes of the evaluation
+    pipeline map back to the frame with :func:`boxes_to_original`.
+    """
+    from monai.apps.detection.transforms.dictionary import (
+        RandFlipBoxd,
+        StandardizeEmptyBoxd,
+    )
+    from monai.transforms import RandAdjustContrastd, RandGaussianNoised
+
+    from .io import LoadFramed
+    from .ultrasound import RandAffineBoxd
+
+    image, box, label = "image", "box", "label"
+    steps: list = [
+        LoadFramed(image),
+        EnsureTyped(box, dtype=torch.float32, track_meta=False),
+        EnsureTyped(label, dtype=torch.int64, track_meta=False),
+        StandardizeEmptyBoxd(box_keys=box, box_ref_image_keys=image),
+    ]
+    steps += _detection_frame(image_size, crop_frame, clahe, image, (box,), (label,), frame_threshold,
+                              frame_min_fraction, clahe_clip_limit, clahe_kernel_size)
+    if augment:
+        if flip_prob > 0:
+            steps.append(RandFlipBoxd(image, box, image, prob=flip_prob, spatial_axis=1))  # left-right
+        if vflip_prob > 0:
+            steps.append(RandFlipBoxd(image, box, image, prob=vflip_prob, spatial_axis=0))
+        if affine_prob > 0:
+            shift = float(translate) * int(image_size)
+            steps.append(RandAffineBoxd(image, box, label, prob=affine_prob, rotate_range=math.radians(rotate_degrees),
+                                        scale_range=scale, translate_range=shift))
+        if gamma_prob > 0:
+            steps.append(RandAdjustContrastd(image, prob=gamma_prob, gamma=tuple(gamma)))
+        if contrast_prob > 0 and contrast > 0:
+            steps.append(RandScaleIntensityFixedMeand(image, factors=contrast, fixed_mean=True, prob=contrast_prob))
+        if noise_prob > 0 and noise_std > 0:
+            steps.append(RandGaussianNoised(image, prob=noise_prob, std=noise_std))
+        steps.append(ScaleIntensityRanged(image, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
+    steps += _detection_channels(channels, image)
+    steps += [
+        EnsureTyped(image, dtype=torch.float32, track_meta=False),
+        EnsureTyped(box, dtype=torch.float32, track_meta=False),
+        EnsureTyped(label, dtype=torch.int64, track_meta=False),
+        DeleteItemsd((f"{box}_transforms", f"{label}_transforms")),  # MONAI's box-transform traces: not collatable
+    ]
+    return Compose(steps)
+
+
+def detection_eval_transforms(
+    image_size: int = 512,
+    crop_frame: bool = False,
+    clahe: bool = True,
+    channels: int = 3,
+    frame_threshold: float = 0.0,
+    frame_min_fraction: float = 0.1,
+    clahe_clip_limit: float = 0.01,
+    clahe_kernel_size: int | None = None,
+) -> Compose:
+    """Lesion-detection evaluation pipeline: :func:`detection_train_transforms` without augmentation (load, crop,
+    resize with the boxes, CLAHE, channels). Deterministic; outputs as the training pipeline."""
+    return detection_train_transforms(
+        image_size, crop_frame, clahe, channels, augment=False, frame_threshold=frame_threshold,
+        frame_min_fraction=frame_min_fraction, clahe_clip_limit=clahe_clip_limit, clahe_kernel_size=clahe_kernel_size,
+    )
+
+
+def detection_image_transforms(
+    image_size: int = 512,
+    crop_frame: bool = False,
+    clahe: bool = True,
+    channels: int = 3,
+    image_key: str = "image",
+    frame_threshold: float = 0.0,
+    frame_min_fraction: float = 0.1,
+    clahe_clip_limit: float = 0.01,
+    clahe_kernel_size: int | None = None,
+) -> Compose:
+    """The image path of :func:`detection_eval_transforms` after loading, for a predictor: from ``{image_key:
+    MetaTensor (1, H, W) in [0, 255]}`` (:func:`transforms.io.load_input_image`) to ``(channels, S, S)`` in [0, 1],
+    meta data kept (the crop and the resize are recorded, so ``Invertd`` maps a network-grid map back into the frame)
+    and ``crop_box`` recorded for :func:`boxes_to_original`. Gives the evaluation pipeline's image exactly."""
+    steps = _detection_frame(image_size, crop_frame, clahe, image_key, (), (), frame_threshold, frame_min_fraction,
+                             clahe_clip_limit, clahe_kernel_size)
+    steps += _detection_channels(channels, image_key)
+    steps.append(EnsureTyped(image_key, dtype=torch.float32, track_meta=True))
+    return Compose(steps)
+
+
+def boxes_to_original(boxes: torch.Tensor | Sequence[Sequence[float]], data: dict, image_key: str = "image"):
+    """Boxes on the network grid of one pre-processed item -> the original frame (the resize and the crop undone).
+
+    ``data`` is the item as :func:`detection_eval_transforms` or :func:`detection_image_transforms` left it (or a
+    mapping with its ``crop_box`` and its image, or ``spatial_size``): a box ``b`` on the ``(S0, S1)`` grid of a crop
+    ``[r0, c0, r1, c1]`` maps to ``[r0 + b0 (r1 - r0) / S0, c0 + b1 (c1 - c0) / S1, ...]`` (float64; an exact inverse
+    of the forward mapping up to float32 rounding of the boxes).
+
+    Args:
+        boxes: ``(N, 4)`` (array or tensor) on the network grid, standard mode.
+        data: the pre-processed item: ``crop_box`` ``(4,)`` and ``data[image_key]`` ``(..., S0, S1)`` (or
+            ``spatial_size``, ``(S0, S1)``).
+        image_key: key of the network-grid image.
+
+    Returns:
+        float64 ``(N, 4)`` ``[r0, c0, r1, c1]`` on the original frame.
+
+    Raises:
+        KeyError: ``data`` has no ``crop_box`` or no grid size.
+    """
+    import numpy as np
+
+    def _np(x):
+        return np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+
+    if "crop_box" not in data:
+        raise KeyError("data has no 'crop_box': pre-process it with transforms.recipes.detection_*_transforms.")
+    r0, c0, r1, c1 = _np(data["crop_box"]).reshape(4)
+    if "spatial_size" in data:
+        grid = _np(data["spatial_size"]).reshape(2)
+    elif image_key in data:
+        grid = np.asarray(tuple(data[image_key].shape[-2:]), dtype=np.float64)
+    else:
+        raise KeyError(f"data has neither {image_key!r} nor 'spatial_size' (the network grid).")
+    scale = np.array([(r1 - r0) / grid[0], (c1 - c0) / grid[1]] * 2)
+    offset = np.array([r0, c0, r0, c0])
+    return _np(boxes).reshape(-1, 4) * scale + offset

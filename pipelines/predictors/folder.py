@@ -2,11 +2,11 @@
 method-specific outputs (masks, boxes, ...) in the original image grid, optional figures.
 
 :class:`FolderPredictor` is the loop, separate from the trainer (as nnU-Net's predictor): it reads each file
-(:func:`load_input_image`), applies the bundle's own evaluation pre-processing (a MONAI dictionary transform that
-keeps the image's meta data, so that MONAI's :class:`~monai.transforms.Invertd` maps network-grid outputs back to
-the original image), runs the network and writes ``predictions.csv``. What a method adds to that is one hook,
-:meth:`FolderPredictor.handle_output`; :class:`LANetPredictor` (LA-Net's ``{"logits", "mask"}``) overrides it to
-write the lesion mask. A detector (boxes) or a segmenter (masks) subclasses it the same way.
+(:func:`load_input_image`, from :mod:`transforms.io`, re-exported here), applies the bundle's own evaluation
+pre-processing (a MONAI dictionary transform that keeps the image's meta data, so that MONAI's
+:class:`~monai.transforms.Invertd` maps network-grid outputs back to the original image), runs the network and writes
+``predictions.csv``. What a method adds to that is one hook, :meth:`FolderPredictor.handle_output`;
+:class:`LANetPredictor` (LA-Net's ``{"logits", "mask"}``) overrides it to write the lesion mask. A detector (boxes) or a segmenter (masks) subclasses it the same way.
 
 A file that cannot be read (corrupt, an unsupported DICOM) is skipped: its CSV row has ``status = "error"`` and
 the reason in ``error``, the others are predicted, and the count is logged and returned. Under
@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 from monai.data import MetaTensor
 from monai.transforms import (
+    Compose,
     Invertd,
     InvertibleTransform,
 )
@@ -36,6 +37,8 @@ from PIL import Image
 
 from networks.nets.lanet import split_outputs
 from transforms import recipes
+from transforms.io import LoadFramed, load_input_image
+from transforms.ultrasound import ScannerFrameCropd
 
 from ..bundles.paths import check_output_dir
 from ..handlers.checkpoints import load_weights
@@ -78,115 +81,6 @@ def list_input_images(input_dir: str) -> list[str]:
     return files
 
 
-# DICOM attributes of the grayscale display pipeline (PS3.3 C.7.6.3 Image Pixel, C.11.2 VOI LUT), as ITK metadata keys
-_PHOTOMETRIC, _BITS_STORED, _PIXEL_REPRESENTATION = "0028|0004", "0028|0101", "0028|0103"
-_WINDOW_CENTER, _WINDOW_WIDTH, _VOI_LUT_FUNCTION = "0028|1050", "0028|1051", "0028|1056"
-_RESCALE_INTERCEPT, _RESCALE_SLOPE = "0028|1052", "0028|1053"
-
-
-def _dicom_number(meta: Mapping, tag: str, default: float | None = None) -> float | None:
-    """First value of a numeric DICOM attribute in ITK's metadata (``"40\\400 "`` -> 40.0); ``default`` when it is
-    absent or not a finite number."""
-    text = str(meta.get(tag, "")).split("\\")[0].strip()
-    try:
-        value = float(text)
-    except ValueError:
-        return default
-    return value if np.isfinite(value) else default
-
-
-def _voi_window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray | None:
-    """The VOI window of DICOM PS3.3 C.11.2.1.2 (``LINEAR``, ``LINEAR_EXACT``, ``SIGMOID``; any other function is
-    read as ``LINEAR``, the default) from modality values onto [0, 255]; None for a width the function forbids."""
-    if function == "SIGMOID":
-        if width <= 0:
-            return None
-        with np.errstate(over="ignore"):
-            return 255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
-    if function == "LINEAR_EXACT":
-        return None if width <= 0 else np.clip((values - center) / width + 0.5, 0.0, 1.0) * 255.0
-    if width < 1:
-        return None
-    if width == 1:  # the linear ramp degenerates to a step at c - 0.5
-        return np.where(values > center - 0.5, 255.0, 0.0)
-    return np.clip((values - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0) * 255.0
-
-
-def _grayscale_display(values: np.ndarray, meta: Mapping) -> np.ndarray:
-    """A grayscale DICOM frame as ITK read it -> display values in [0, 255], bright = dense.
-
-    ITK's GDCM reader applies Rescale Slope / Intercept (modality values) and converts MONOCHROME1 to MONOCHROME2 by
-    inverting the *stored* values (``s -> 2**BitsStored - 1 - s``, ``s -> -1 - s`` for signed pixels) before the
-    rescale. The modality values are recovered from that, windowed with the first Window Center / Width, and the
-    window's output is inverted for MONOCHROME1 (whose minimum is white after the VOI transform), as a DICOM viewer
-    shows the image; without a usable window the modality values are min-max scaled instead.
-    """
-    values = values.astype(np.float64)
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return np.zeros_like(values)
-    monochrome1 = str(meta.get(_PHOTOMETRIC, "")).strip().upper() == "MONOCHROME1"
-    if monochrome1:
-        slope, intercept = _dicom_number(meta, _RESCALE_SLOPE, 1.0), _dicom_number(meta, _RESCALE_INTERCEPT, 0.0)
-        signed = str(meta.get(_PIXEL_REPRESENTATION, "0")).strip() == "1"
-        largest = -1.0 if signed else 2.0 ** int(_dicom_number(meta, _BITS_STORED, 16.0)) - 1.0
-        values = (slope * largest + 2.0 * intercept) - values  # undo ITK's inversion: the modality values again
-    center, width = _dicom_number(meta, _WINDOW_CENTER), _dicom_number(meta, _WINDOW_WIDTH)
-    function = str(meta.get(_VOI_LUT_FUNCTION, "")).strip().upper()
-    shown = None if center is None or width is None else _voi_window(values, center, width, function)
-    if shown is None:
-        lo, hi = float(values.min()), float(values.max())
-        shown = (values - lo) * (255.0 / (hi - lo))
-    return 255.0 - shown if monochrome1 else shown
-
-
-def load_input_image(path: str) -> np.ndarray:
-    """One image as float32 ``(1, H, W)`` in [0, 255], for radiographs with bright = dense.
-
-    * PNG / JPEG: :func:`transforms.busi.load_busi_image` (one channel: alpha dropped, e.g. of the RGBA PNGs among
-      NIH ChestX-ray14, colour -> ITU-R 601 luminance, 16-bit values scaled by 255 / 65535).
-    * DICOM (one frame) via MONAI's ``LoadImage`` with the ITK reader. Grayscale: Rescale Slope / Intercept applied
-      (modality values), then the first Window Center / Width of the file (VOI LUT Function ``LINEAR``,
-      ``LINEAR_EXACT`` or ``SIGMOID``, DICOM PS3.3 C.11.2.1.2) or, without a window, a min-max rescale; MONOCHROME1
-      (minimum is white) is inverted after the window, so that dense is bright as in MONOCHROME2. A VOI LUT Sequence
-      is not read (ITK's metadata does not carry sequences). RGB: luminance, min-max rescaled. A constant frame
-      gives zeros.
-
-    Raises:
-        ValueError: a DICOM file with several frames or an unsupported number of components (naming the file).
-    """
-    from transforms.busi import load_busi_image
-
-    if not path.lower().endswith(".dcm"):
-        return load_busi_image(path)
-    from monai.data.utils import is_no_channel
-    from monai.transforms import LoadImage
-
-    data = LoadImage(reader="ITKReader", image_only=True, ensure_channel_first=False)(path)
-    img = np.asarray(data, dtype=np.float32)
-    grayscale = True
-    # (x, y[, frames]) grayscale or (x, y[, frames], components): only the reader's channel flag tells a 3- or
-    # 4-frame grayscale volume from one RGB(A) frame.
-    if not is_no_channel(data.meta.get("original_channel_dim", float("nan"))):
-        if img.shape[-1] in (3, 4):  # RGB(A)
-            img = img[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-            grayscale = False
-        elif img.shape[-1] == 1:
-            img = img[..., 0]
-        else:
-            raise ValueError(f"{path}: unsupported number of components {img.shape[-1]} (shape {tuple(img.shape)}).")
-    while img.ndim > 2 and img.shape[-1] == 1:  # one frame: ITK reads a DICOM slice as (x, y, 1)
-        img = img[..., 0]
-    if img.ndim != 2:
-        raise ValueError(f"{path}: expected one 2D frame, got shape {tuple(data.shape)}.")
-    img = img.T  # ITK arrays are (x, y); images are (rows, columns)
-    if grayscale:
-        return _grayscale_display(img, data.meta)[None].astype(np.float32)
-    lo, hi = float(img.min()), float(img.max())
-    img = (img - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(img)
-    return img[None].astype(np.float32)
-
-
 @dataclass
 class PredictionSummary:
     """What a folder prediction did: the output folder and CSV, how many files were read, which failed and why."""
@@ -224,6 +118,12 @@ class FolderPredictor:
         save_figures: also write ``<pred_dir>/figures/<name>.png`` (see :meth:`save_figure`).
         target_layer: Grad-CAM layer of the figures (:func:`pipelines.evaluation.saliency.grad_cam`); None omits it.
         image_key: key of the image in the data dictionary.
+        crop_frame: crop each image to its scanner image area first (:class:`transforms.ultrasound.ScannerFrameCropd`:
+            the GUI text, scale markers and colour bars around an ultrasound screen capture are cut; a mostly black
+            or blank frame is kept whole), then apply ``preprocessing`` to the crop. Outputs are mapped back into
+            the whole frame: maps of the crop are pasted into a zero frame (masks and figures keep the file's size),
+            and ``predictions.csv`` gets the crop's ``crop_x1``, ``crop_y1``, ``crop_x2``, ``crop_y2`` (pixel
+            corners, x = column, y = row, exclusive maxima).
     """
 
     csv_name = "predictions.csv"
@@ -239,10 +139,15 @@ class FolderPredictor:
         save_figures: bool = False,
         target_layer: str | None = "backbone.layer4",
         image_key: str = "image",
+        crop_frame: bool = False,
     ) -> None:
         self.network = network
         self.class_names = list(class_names)
         self.preprocessing = preprocessing if preprocessing is not None else recipes.busi_image_transforms(image_size, image_key)
+        self.crop_frame = bool(crop_frame)
+        if self.crop_frame:  # one invertible Compose, so that Invertd undoes the crop (zero padding) with the rest
+            crop = ScannerFrameCropd(image_key, box_keys=(), crop_box_key="crop_box")
+            self.preprocessing = Compose([crop, self.preprocessing])
         self.ckpt_path = ckpt_path
         self.device = torch.device(device)
         self.save_figures, self.target_layer, self.image_key = bool(save_figures), target_layer, image_key
@@ -254,9 +159,7 @@ class FolderPredictor:
     # ---------------------------------------------------------------- hooks
     def load(self, path: str) -> dict[str, Any]:
         """``{image_key: MetaTensor (1, H, W)`` float32 in [0, 255]}`` of one file (:func:`load_input_image`)."""
-        image = load_input_image(path)
-        meta = {"filename_or_obj": path, "spatial_shape": np.asarray(image.shape[1:])}
-        return {self.image_key: MetaTensor(torch.from_numpy(image), meta=meta)}
+        return LoadFramed(self.image_key)({self.image_key: path})
 
     def handle_output(self, output: Any, data: dict[str, Any], name: str, pred_dir: str) -> dict[str, Any]:
         """The method's own outputs of one image: write its files into ``pred_dir`` (named after ``name``, the
@@ -277,7 +180,7 @@ class FolderPredictor:
     def to_original_frame(self, pred: torch.Tensor, data: Mapping[str, Any]) -> torch.Tensor:
         """A map ``(C, h, w)`` on the network input grid -> ``(C, H, W)`` on the original image, by inverting
         ``preprocessing`` with MONAI's ``Invertd`` (here: the centre crop is zero-padded back, then resized
-        bilinearly to the image size)."""
+        bilinearly to the image size; with ``crop_frame`` the result is then zero-padded back into the frame)."""
         pred = MetaTensor(torch.as_tensor(pred).detach().float().cpu())
         inverted = self._inverter({"pred": pred, self.image_key: data[self.image_key]})
         return torch.as_tensor(inverted["pred"])
@@ -340,6 +243,9 @@ class FolderPredictor:
             if probs is not None:  # None: a network without a class output (a segmenter)
                 row.update({f"prob_{c}": float(p) for c, p in zip(self.class_names, probs)})
                 row["prediction"] = self.class_names[int(torch.argmax(probs))]
+            if self.crop_frame:
+                r0, c0, r1, c1 = (int(v) for v in torch.as_tensor(data["crop_box"]).tolist())
+                row.update({"crop_x1": c0, "crop_y1": r0, "crop_x2": c1, "crop_y2": r1})
             row.update(self.handle_output(output, data, name, pred_dir))
             if self.save_figures:
                 self.save_figure(os.path.join(pred_dir, "figures", f"{name}.png"), data, probs)
