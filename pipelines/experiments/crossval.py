@@ -9,14 +9,20 @@ bundle's own ``kfold_split``). For each fold ``i``:
    run folder (a bundle; an interrupted fold resumes from its last checkpoint when the command is run again);
 2. the bundle's ``evaluating`` run id (``train.yaml`` + ``evaluate.yaml`` + overlays) on that fold's validation split
    (``<output_dir>/fold<i>/eval``);
-3. ``<output_dir>/fold<i>/cv_fold.json`` with the fold's metrics: a fold that has it is skipped next time.
+3. ``<output_dir>/fold<i>/cv_fold.json`` with the fold's metrics, its run folder (the bundle's
+   ``run_bundle_writer#run_dir``: ``fold<i>`` itself, or e.g. ``fold<i>/stage2`` for a bundle trained in stages) and
+   its final model (the ``ckpt_path`` of the run folder's ``configs/inference.yaml``): a fold that has it is skipped
+   next time.
 
 Then ``<output_dir>/cv_summary.{json,csv,md}``: every fold's metrics (from its ``eval/summary.json``) with mean and
 sample SD over folds, and pooled out-of-fold metrics where the evaluation writes per-case results: the folds'
 ``predictions.csv`` concatenated and re-scored with :func:`pipelines.metrics.classification.classification_report`,
 the rows of per-case metric tables (``metrics.csv``, ``segmentation.csv``, ``localisation.csv``) concatenated and
-summarised with :func:`pipelines.evaluation.reports.summarize_columns`. ``<output_dir>/configs/ensemble.yaml`` is an
-inference overlay averaging the fold models (:mod:`pipelines.predictors.ensemble`).
+summarised with :func:`pipelines.evaluation.reports.summarize_columns`, over all cases and, where the fold's report
+splits its table by class (a ``summary.json`` section named like the table with ``lesion_classes``, as
+:class:`pipelines.evaluation.SegmentationSubsetReportHandler` writes), also over the cases of those classes.
+``<output_dir>/configs/ensemble.yaml`` is an inference overlay of a fold's run-folder ``inference.yaml`` averaging the
+fold models (:mod:`pipelines.predictors.ensemble`).
 """
 
 from __future__ import annotations
@@ -36,10 +42,13 @@ __all__ = [
     "PER_CASE_TABLES",
     "cross_validate",
     "flatten_summary",
+    "fold_run_dir",
     "fold_table",
     "pool_per_case",
     "pool_predictions",
+    "run_checkpoint",
     "summarise_cross_validation",
+    "table_subsets",
     "write_ensemble_overlay",
 ]
 
@@ -122,15 +131,42 @@ def pool_predictions(paths: Sequence[str | Path], n_resamples: int = 1000, seed:
     return report
 
 
-def pool_per_case(paths: Sequence[str | Path], n_resamples: int = 1000, seed: int = 0) -> dict[str, dict[str, float]]:
+def pool_per_case(
+    paths: Sequence[str | Path],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    subsets: Mapping[str, Sequence[str]] | None = None,
+    subset_key: str = "class",
+) -> dict[str, Any]:
     """Concatenate per-case tables of the folds and summarise every numeric column (mean, std, median, bootstrap CI,
     n over the pooled cases; :func:`~pipelines.evaluation.reports.summarize_columns`; ``n_resamples`` 0: NaN
-    intervals)."""
+    intervals).
+
+    Args:
+        paths: the folds' tables (``case_id`` and one column per metric, other text columns ignored).
+        n_resamples: bootstrap resamples of each mean's CI.
+        seed: bootstrap seed.
+        subsets: ``{name: values}``: also summarise the rows whose ``subset_key`` column is one of ``values``, e.g.
+            ``{"lesion": ["benign", "malignant"]}``.
+        subset_key: the column that ``subsets`` select on.
+
+    Returns:
+        ``{column: stats}``; with ``subsets``, ``{"all": {column: stats}, <name>: {column: stats}, ...}`` (a subset
+        without rows has ``n`` 0 and NaN statistics).
+
+    Raises:
+        ValueError: ``subsets`` and a table without the ``subset_key`` column (named).
+    """
     from ..evaluation.reports import summarize_columns
 
-    rows = [row for path in paths for row in _read_rows(Path(path))]
+    tables = [(Path(path), _read_rows(Path(path))) for path in paths]
+    rows = [row for _, table in tables for row in table]
     if not rows:
         return {}
+    if subsets:
+        bad = [str(path) for path, table in tables if table and subset_key not in table[0]]
+        if bad:
+            raise ValueError(f"{bad}: no {subset_key!r} column to select the subsets {sorted(subsets)} by.")
 
     def numeric(column: str) -> bool:
         try:
@@ -139,12 +175,49 @@ def pool_per_case(paths: Sequence[str | Path], n_resamples: int = 1000, seed: in
             return False
         return True
 
-    columns = [c for c in rows[0] if c != "case_id" and numeric(c)]
-    summary = summarize_columns(rows, columns, n_resamples=max(int(n_resamples), 1), seed=seed)
-    if n_resamples <= 0:  # no intervals, as classification_report with n_resamples=0
-        for stats in summary.values():
-            stats["ci_low"] = stats["ci_high"] = float("nan")
-    return summary
+    columns = [c for c in rows[0] if c != "case_id" and c != subset_key and numeric(c)]
+
+    def summarise(selected: list[dict[str, str]]) -> dict[str, dict[str, float]]:
+        summary = summarize_columns(selected, columns, n_resamples=max(int(n_resamples), 1), seed=seed)
+        if n_resamples <= 0:  # no intervals, as classification_report with n_resamples=0
+            for stats in summary.values():
+                stats["ci_low"] = stats["ci_high"] = float("nan")
+        return summary
+
+    if not subsets:
+        return summarise(rows)
+    out = {"all": summarise(rows)}
+    for name, values in subsets.items():
+        wanted = {str(v) for v in values}
+        out[str(name)] = summarise([r for r in rows if r[subset_key] in wanted])
+    return out
+
+
+def table_subsets(eval_dirs: Sequence[str | Path], table: str) -> dict[str, list[str]] | None:
+    """The class subsets of the per-case ``table`` that the folds' reports summarise separately.
+
+    A fold's ``summary.json`` section named like the table (``segmentation`` for ``segmentation.csv``) with
+    ``lesion_classes`` (:class:`~pipelines.evaluation.SegmentationSubsetReportHandler`) gives ``{"lesion": [class
+    names]}``; None when no fold has one.
+
+    Raises:
+        ValueError: the folds disagree (naming the first differing file).
+    """
+    found: dict[str, list[str]] | None = None
+    first = None
+    for folder in eval_dirs:
+        path = Path(folder) / "summary.json"
+        if not path.is_file():
+            continue
+        with open(path) as f:
+            section = json.load(f).get(Path(table).stem)
+        subsets = ({"lesion": [str(c) for c in section["lesion_classes"]]}
+                   if isinstance(section, Mapping) and "lesion_classes" in section else None)
+        if first is None:
+            found, first = subsets, path
+        elif subsets != found:
+            raise ValueError(f"{path}: {table} subsets {subsets} differ from {first}'s {found}.")
+    return found
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
@@ -173,7 +246,7 @@ def _fmt(value: Any) -> str:
 
 
 def _markdown(bundle: str, rows: Sequence[Mapping[str, Any]], pooled: Mapping[str, Any], folds: Sequence[str],
-              num_folds: int) -> str:
+              num_folds: int, subsets: Mapping[str, Mapping[str, Sequence[str]]]) -> str:
     lines = [f"# {bundle}: {num_folds}-fold cross-validation", "", "## Per fold (validation split of each fold)", "",
              "| metric | " + " | ".join(folds) + " | mean ± sd |", "|---|" + "---|" * (len(folds) + 1)]
     for row in rows:
@@ -186,16 +259,73 @@ def _markdown(bundle: str, rows: Sequence[Mapping[str, Any]], pooled: Mapping[st
                 lines.append(f"| {key} | {_fmt(m['value'])} | {_fmt(m['ci_low'])} - {_fmt(m['ci_high'])} "
                              f"| {section['n']} |")
         else:
-            for key, m in section.items():
+            flat = section.items() if all("mean" in m for m in section.values()) else (
+                (f"{subset}/{key}", m) for subset, stats in section.items() for key, m in stats.items())
+            for key, m in flat:
                 lines.append(f"| {key} | {_fmt(m['mean'])} | {_fmt(m['ci_low'])} - {_fmt(m['ci_high'])} | {m['n']} |")
+            for subset, classes in subsets.get(name, {}).items():
+                lines += ["", f"{subset}: the cases of class {', '.join(classes)}; all: every case."]
     return "\n".join(lines) + "\n"
 
 
-def write_ensemble_overlay(cv_dir: str | Path, ckpt_paths: Sequence[str]) -> str:
+def fold_run_dir(configs: str | Path, files: Sequence[str], overrides: Mapping[str, Any], bundle: str = "") -> Path:
+    """The run folder that a training with ``files`` of the bundle's ``configs`` folder and ``overrides`` writes: its
+    ``run_bundle_writer#run_dir`` (``output_dir``, or e.g. ``<output_dir>/stage2`` for a bundle trained in stages).
+
+    Raises:
+        ValueError: the bundle (named) has no ``run_bundle_writer#run_dir``.
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(Path(configs) / name) for name in files])
+    parser.update(dict(overrides))
+    if "run_bundle_writer#run_dir" not in parser:
+        raise ValueError(f"bundle {bundle or Path(configs).parent.name!r} ({', '.join(files)}) defines no run folder "
+                         "(run_bundle_writer#run_dir): cross-validate cannot find the fold models.")
+    return Path(parser.get_parsed_content("run_bundle_writer#run_dir")).resolve()
+
+
+def run_checkpoint(run_dir: str | Path, bundle: str = "") -> Path:
+    """The final model of a run folder, as the run defines it: the ``ckpt_path`` of ``<run_dir>/configs/
+    inference.yaml`` (``models/model.pt`` of the run folder for the project's bundles).
+
+    Raises:
+        FileNotFoundError: the run folder has no ``configs/inference.yaml`` or the model file is missing (both
+            named, with the bundle).
+        ValueError: its ``inference.yaml`` has no ``ckpt_path``.
+    """
+    from monai.bundle import ConfigParser
+
+    name = f"bundle {bundle!r}: " if bundle else ""
+    config = Path(run_dir) / "configs" / "inference.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{name}run folder {run_dir} has no configs/inference.yaml: cannot tell where its "
+                                "final model is (was it trained by the bundle's training run id?).")
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    if "ckpt_path" not in parser:
+        raise ValueError(f"{name}{config} has no ckpt_path: cannot tell where the run's final model is.")
+    path = Path(parser.get_parsed_content("ckpt_path")).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}the final model {path} of run folder {run_dir} ({config}: ckpt_path) does "
+                                "not exist.")
+    return path
+
+
+def write_ensemble_overlay(cv_dir: str | Path, ckpt_paths: Sequence[str], inference_config: str | Path | None = None
+                           ) -> str:
     """Write ``<cv_dir>/configs/ensemble.yaml``: an overlay of a fold run's ``inference.yaml`` that predicts with
     the mean of the fold models (:func:`pipelines.predictors.ensemble.fold_ensemble`) into ``<cv_dir>/predictions``.
+
+    Args:
+        cv_dir: the cross-validation folder.
+        ckpt_paths: the fold models.
+        inference_config: the run-folder ``inference.yaml`` the overlay goes on, for the usage line (default
+            ``<cv_dir>/fold0/configs/inference.yaml``).
     """
     path = Path(cv_dir) / "configs" / "ensemble.yaml"
+    base = Path(inference_config or Path(cv_dir) / "fold0" / "configs" / "inference.yaml").resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     overlay = {
         "output_dir": str(Path(cv_dir).resolve()),
@@ -205,8 +335,8 @@ def write_ensemble_overlay(cv_dir: str | Path, ckpt_paths: Sequence[str]) -> str
         "predictor#ckpt_path": None,
     }
     header = ("# Inference with the mean of the fold models (written by python -m pipelines cross-validate):\n"
-              f"#   python -m monai.bundle run inference --config_file \"['{Path(cv_dir).resolve()}/fold0/configs/"
-              f"inference.yaml','{path.resolve()}']\" --input_dir <folder>\n")
+              f"#   python -m monai.bundle run inference --config_file \"['{base}','{path.resolve()}']\" "
+              "--input_dir <folder>\n")
     path.write_text(header + yaml.safe_dump(overlay, sort_keys=False))
     return str(path)
 
@@ -279,8 +409,11 @@ def cross_validate(
         _workflow(configs, ["train.yaml", "evaluate.yaml", *overlays], "evaluating", fold_overrides)
         with open(fold_dir / "eval" / "summary.json") as f:
             metrics = flatten_summary(json.load(f))
+        run_dir = fold_run_dir(configs, ["train.yaml", *overlays], fold_overrides, bundle)
+        ckpt = run_checkpoint(run_dir, bundle)
         with open(fold_dir / FOLD_RESULT, "w") as f:
-            json.dump({"fold": fold, "num_folds": num_folds, "metrics": metrics}, f, indent=2)
+            json.dump({"fold": fold, "num_folds": num_folds, "metrics": metrics,
+                       "run_dir": os.path.relpath(run_dir, out), "ckpt_path": os.path.relpath(ckpt, out)}, f, indent=2)
     result: dict[str, Any] = {"trained": trained, "skipped": skipped}
     if not evaluate:
         return result
@@ -292,10 +425,15 @@ def summarise_cross_validation(cv_dir: str | Path, num_folds: int, bundle: str =
     """Write ``cv_summary.{json,csv,md}`` and ``configs/ensemble.yaml`` of the finished folds of ``cv_dir``."""
     out = Path(cv_dir)
     done = [i for i in range(num_folds) if (out / f"fold{i}" / FOLD_RESULT).is_file()]
-    fold_metrics = []
+    fold_metrics, run_dirs, ckpts = [], [], []
     for i in done:
         with open(out / f"fold{i}" / FOLD_RESULT) as f:
-            fold_metrics.append(json.load(f)["metrics"])
+            result = json.load(f)
+        fold_metrics.append(result["metrics"])
+        # the fold's run folder and final model as its training recorded them (a run folder <fold>/ by default)
+        run_dir = out / result.get("run_dir", f"fold{i}")
+        run_dirs.append(run_dir)
+        ckpts.append(str(out / result["ckpt_path"]) if "ckpt_path" in result else str(run_checkpoint(run_dir, bundle)))
     rows = fold_table(fold_metrics)
     rows = [{"metric": r["metric"], **{f"fold{done[j]}": r[f"fold{j}"] for j in range(len(done))},
              "mean": r["mean"], "sd": r["sd"]} for r in rows]
@@ -303,13 +441,18 @@ def summarise_cross_validation(cv_dir: str | Path, num_folds: int, bundle: str =
     evals = [out / f"fold{i}" / "eval" for i in done]
     if evals and all((e / "predictions.csv").is_file() for e in evals):
         pooled["predictions.csv"] = pool_predictions([e / "predictions.csv" for e in evals], n_resamples, seed)
+    subsets: dict[str, dict[str, list[str]]] = {}
     for name in PER_CASE_TABLES:
         if evals and all((e / name).is_file() for e in evals):
-            pooled[name] = pool_per_case([e / name for e in evals], n_resamples, seed)
+            table_subset = table_subsets(evals, name)
+            if table_subset:
+                subsets[name] = table_subset
+            pooled[name] = pool_per_case([e / name for e in evals], n_resamples, seed, subsets=table_subset)
 
     from ..evaluation.reports import json_safe
 
-    summary = {"bundle": bundle, "num_folds": num_folds, "folds": done, "per_fold": rows, "pooled": pooled}
+    summary = {"bundle": bundle, "num_folds": num_folds, "folds": done, "per_fold": rows, "pooled": pooled,
+               "pooled_subsets": subsets}
     paths = {ext: str(out / f"cv_summary.{ext}") for ext in ("json", "csv", "md")}
     with open(paths["json"], "w") as f:
         json.dump(json_safe(summary), f, indent=2)
@@ -317,9 +460,8 @@ def summarise_cross_validation(cv_dir: str | Path, num_folds: int, bundle: str =
         writer = csv.DictWriter(f, fieldnames=["metric", *(f"fold{i}" for i in done), "mean", "sd"])
         writer.writeheader()
         writer.writerows(rows)
-    table = _markdown(bundle, rows, pooled, [f"fold{i}" for i in done], num_folds)
+    table = _markdown(bundle, rows, pooled, [f"fold{i}" for i in done], num_folds, subsets)
     Path(paths["md"]).write_text(table)
     print(table)
-    ckpts = [str(out / f"fold{i}" / "models" / "model.pt") for i in done]
-    ensemble = write_ensemble_overlay(out, ckpts) if ckpts else None
+    ensemble = (write_ensemble_overlay(out, ckpts, run_dirs[0] / "configs" / "inference.yaml") if ckpts else None)
     return {"summary": paths, "ensemble": ensemble, "folds": dict(zip(done, fold_metrics)), "pooled": pooled}

@@ -14,6 +14,11 @@ it through an overlay (the cross-validation writes one, ``<cv_dir>/configs/ensem
       ckpt_paths: "@ckpt_path"        # a list: [<cv_dir>/fold0/models/model.pt, ...]
       device: "@device"
     predictor#ckpt_path: null         # the ensemble holds the weights
+
+The ensemble is for inference in Python: ``torch.jit.script`` refuses it (its ``forward`` serves tensor and dict
+outputs alike), and ``ckpt_export`` exports a bundle's ``network_def``, one fold model. To deploy the ensemble, export
+each fold's network from its run folder and average the probabilities after them, or trace it for one output layout
+(``torch.jit.trace(ensemble, example, strict=False)``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Runs the real joint segmentation + classification bundle configs (train.yaml + cpu.yaml, evaluate.yaml, inference.yaml)
-on tiny BUSI-like demo data with all three classes: training, evaluation report, inference, and the surface metrics of
-the saved masks."""
+"""Runs the real joint segmentation + classification bundle configs (train.yaml + cpu.yaml, evaluate.yaml,
+inference.yaml) on tiny BUSI-like demo data with all three classes: training, evaluation report, inference (one model
+and the fold-ensemble overlay), and the surface metrics of the saved masks."""
 
 from __future__ import annotations
 
@@ -136,7 +136,8 @@ def test_evaluation_report_classification_and_segmentation(trained, evaluated):
             dsc, hd, sd = float(row["dice"]), float(row["hd95"]), float(row["nsd"])
             assert (dsc, hd, sd) in ((1.0, 0.0, 1.0), (0.0, pytest.approx(diagonal), 0.0)), row
     markdown = (evaluated / "summary.md").read_text()
-    assert "| f1_macro |" in markdown and "## Segmentation" in markdown and "| lesion (benign, malignant) | 4 |" in markdown
+    assert "| f1_macro |" in markdown and "## Segmentation" in markdown
+    assert "| lesion (benign, malignant) | 4 |" in markdown
 
 
 def test_inference_masks_reproduce_the_evaluation_surface_metrics(trained, evaluated, tmp_path):
@@ -171,7 +172,8 @@ def test_inference_masks_reproduce_the_evaluation_surface_metrics(trained, evalu
         assert pred.shape == truth.shape == (SIZE, SIZE)
         assert dice(pred, truth) == pytest.approx(float(expected[case_id]["dice"]), abs=1e-9)
         assert hd95(pred, truth, (1.0, 1.0)) == pytest.approx(float(expected[case_id]["hd95"]), abs=1e-9)
-        assert nsd(pred, truth, (1.0, 1.0), tolerance_mm=2.0) == pytest.approx(float(expected[case_id]["nsd"]), abs=1e-9)
+        expected_nsd = float(expected[case_id]["nsd"])
+        assert nsd(pred, truth, (1.0, 1.0), tolerance_mm=2.0) == pytest.approx(expected_nsd, abs=1e-9)
         assert (pred_dir / "figures" / f"{case_id}.png").is_file()
 
 
@@ -223,3 +225,39 @@ def test_metadata_and_network_outputs():
     assert type(loaded.get_parsed_content("optimizer")).__name__ == "AdamW"
     assert list(loaded.get_parsed_content("validate#key_metric")) == ["val_f1_macro"]
     assert (BUNDLE / "docs" / "README.md").is_file() and (BUNDLE / "LICENSE").is_file()
+
+
+def test_fold_ensemble_overlay_on_the_run_folder(trained, evaluated, tmp_path):
+    """The cross-validation's ensemble overlay on this bundle's run-folder inference.yaml: two copies of one fold model
+    average to that model (mean of equal class and mask probabilities), through JointSegClsPredictor."""
+    from pipelines.experiments.crossval import run_checkpoint, write_ensemble_overlay
+
+    run = Path(trained["out"])
+    ckpt = run_checkpoint(run, "busi_joint_segcls")
+    assert ckpt == run / "models" / "model.pt"
+    cv_dir = tmp_path / "cv"
+    overlay = write_ensemble_overlay(cv_dir, [str(ckpt), str(ckpt)], run / "configs" / "inference.yaml")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    datalist = {d["case_id"]: d for d in busi_datalist(trained["data"], include_normal=True)}
+    for case_id in trained["val_ids"]:
+        shutil.copy(datalist[case_id]["image"], inputs / f"{case_id}.png")
+    configs = run / "configs"
+    wf = ConfigWorkflow(
+        config_file=[str(configs / "inference.yaml"), overlay], meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"), workflow_type=None, run_id="inference", input_dir=str(inputs),
+        save_figures=False,
+    )
+    wf.initialize()
+    assert len(wf.parser.get_parsed_content("network").networks) == 2
+    wf.run()
+    wf.finalize()
+    with open(cv_dir / "predictions" / "predictions.csv") as f:
+        rows = {r["file"]: r for r in csv.DictReader(f)}
+    with open(run / "eval" / "predictions.csv") as f:
+        single = {r["case_id"]: r for r in csv.DictReader(f)}
+    assert len(rows) == NUM_VAL and {r["status"] for r in rows.values()} == {"ok"}
+    for case_id in trained["val_ids"]:
+        for name in ("normal", "benign", "malignant"):
+            assert float(rows[f"{case_id}.png"][f"prob_{name}"]) == pytest.approx(
+                float(single[case_id][f"prob_{name}"]), abs=1e-5)

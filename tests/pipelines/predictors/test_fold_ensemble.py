@@ -77,3 +77,31 @@ def test_bad_arguments():
         FoldEnsemble([])
     with pytest.raises(ValueError, match="'tanh'"):
         FoldEnsemble([_Const([0.0])], activations={"seg": "tanh"})
+
+
+class _Conv(nn.Module):
+    """Input-dependent dict outputs: class logits from the mean intensity, mask logits from a 1x1 conv."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+        self.head = nn.Linear(1, 3)
+        with torch.no_grad():
+            self.conv.weight.fill_(scale)
+            self.head.weight.copy_(torch.tensor([[1.0], [-scale], [scale]]))
+
+    def forward(self, x):
+        return {"logits": self.head(x.mean(dim=(1, 2, 3))[:, None]), "seg": self.conv(x)}
+
+
+def test_not_scriptable_but_traceable_for_one_output_layout():
+    """What the model card says about export: torch.jit.script refuses the ensemble, a non-strict trace of a dict
+    output gives the ensemble's outputs on new inputs."""
+    ens = FoldEnsemble([_Conv(1.0), _Conv(-2.0)]).eval()
+    with pytest.raises(Exception):
+        torch.jit.script(ens)
+    traced = torch.jit.trace(ens, torch.rand(2, 1, 4, 4), strict=False)
+    x = torch.rand(3, 1, 5, 5) * 4 - 2
+    expected, got = ens(x), traced(x)
+    for key in ("logits", "seg"):
+        torch.testing.assert_close(got[key], expected[key])
