@@ -22,7 +22,8 @@ Every registered network carries:
 
 - ``"kwargs"``: constructor arguments shared by every case (tiny widths);
 - ``"cases"``: a list of ``{"kwargs": {...}, "input": (B, C, *spatial), "output": shape}`` per input layout
-  (e.g. 2D and 3D), ``output`` the expected output shape, or a ``{key: shape}`` mapping for dict outputs; an
+  (e.g. 2D and 3D), ``output`` the expected output shape, or a ``{key: shape}`` mapping for dict outputs (a list
+  of shapes for an entry that is a list of tensors, e.g. RetinaNet's per-level maps); an
   optional ``"id"`` names the case (default ``"2d"``/``"3d"`` from the input's dims);
 - ``"sweep"`` (optional): ``{argument: values}``, values a sequence or a zero-argument callable returning one
   (e.g. ``list_attention_blocks``), every value tested in every case.

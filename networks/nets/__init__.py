@@ -1,4 +1,7 @@
-"""Whole networks; each registers itself in :mod:`networks.registry`."""
+"""Whole networks; each registers itself in :mod:`networks.registry`.
+
+The factory function :func:`networks.nets.retinanet.retinanet` is not re-exported here: it would shadow its module.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from .cam_classifier import CAM_BACKBONES, CAMClassifier
 from .encoder_decoder import AttentionEncoderDecoder, DecoderLevel, EncoderLevel
 from .joint_segcls import JointSegClsNet, NestedUNetDecoder
 from .lanet import LANet, ResNetClassifier, ResNetFeatures
+from .retinanet import ResNetFPNFeatures, build_detector
 from .unet import AttentionUNet
 from .vnet import AttentionVNet
 
@@ -22,4 +26,6 @@ __all__ = [
     "LANet",
     "ResNetClassifier",
     "ResNetFeatures",
+    "ResNetFPNFeatures",
+    "build_detector",
 ]

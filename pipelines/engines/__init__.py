@@ -8,6 +8,15 @@ from .cam_attention import (
     cam_batch_to_device,
     cam_features_and_logits,
 )
+from .detection import (
+    DetectionEvalStep,
+    DetectionLoss,
+    DetectionPrepareBatch,
+    detection_batch_to_device,
+    detection_collate,
+    detection_loss_terms,
+    load_init_weights,
+)
 from .joint_segcls import (
     JointSegClsEvalStep,
     JointSegClsPrepareBatch,
@@ -24,3 +33,5 @@ from .lanet import (
 __all__ = ["CAMAttentionEvalStep", "CAMAttentionTrainStep", "cam_batch_to_device", "cam_features_and_logits",
            "LANetEvalStep", "LANetTrainStep", "batch_to_device", "check_stage", "load_stage1_weights"]
 __all__ += ["JointSegClsEvalStep", "JointSegClsPrepareBatch", "joint_batch_to_device"]
+__all__ += ["DetectionEvalStep", "DetectionLoss", "DetectionPrepareBatch", "detection_batch_to_device",
+            "detection_collate", "detection_loss_terms", "load_init_weights"]

@@ -350,3 +350,61 @@ class JointSegClsTensorBoardHandler(OutputPictureHandler):
 
 
 __all__ += ["JointSegClsTensorBoardHandler"]
+
+
+def _draw_boxes(rgb: np.ndarray, boxes, colour: np.ndarray, width: int = 1) -> np.ndarray:
+    """Outline standard-mode boxes ``[r0, c0, r1, c1]`` (pixel corners, exclusive maxima) on an RGB ``(3, H, W)``
+    picture in place, clipped to it; returns it."""
+    height, wid = rgb.shape[1:]
+    colour = np.asarray(colour, dtype=rgb.dtype)[:, None]
+    for box in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        r0, c0 = (int(np.clip(np.floor(v), 0, n - 1)) for v, n in zip(box[:2], (height, wid)))
+        r1, c1 = (int(np.clip(np.ceil(v) - 1, 0, n - 1)) for v, n in zip(box[2:], (height, wid)))
+        if r1 < r0 or c1 < c0:
+            continue
+        for t in range(width):
+            rgb[:, min(r0 + t, r1), c0 : c1 + 1] = colour
+            rgb[:, max(r1 - t, r0), c0 : c1 + 1] = colour
+            rgb[:, r0 : r1 + 1, min(c0 + t, c1)] = colour
+            rgb[:, r0 : r1 + 1, max(c1 - t, c0)] = colour
+    return rgb
+
+
+class DetectionTensorBoardHandler(OutputPictureHandler):
+    """Each validation run, one TensorBoard picture of the first ``num_images`` images of the first batch, one row
+    per image: the input with the truth boxes (green) and the input with the predicted boxes (red) of score
+    ``>= score_threshold``, at most ``max_boxes`` of them (highest scores).
+
+    Reads ``image``, ``box`` and ``pred_box`` / ``pred_score`` (per-image lists, network grid) of the evaluator
+    output (:class:`~pipelines.engines.detection.DetectionEvalStep` with ``decollate=False``; the picture runs no
+    network). Attach to the evaluator; see :class:`EpochPictureHandler`.
+
+    Args:
+        log_dir, num_images, tag, summary_writer: as :class:`OutputPictureHandler`; the default ``tag`` is
+            ``"val_boxes"``.
+        score_threshold: smallest score of a drawn prediction (the seed's cutoff 0.45 by default).
+        max_boxes: most predictions drawn per image.
+    """
+
+    default_tag = "val_boxes"
+
+    def __init__(self, log_dir: str = "./runs", num_images: int = 4, tag: str | None = None,
+                 summary_writer: SummaryWriter | None = None, score_threshold: float = 0.45,
+                 max_boxes: int = 5) -> None:
+        super().__init__(log_dir=log_dir, num_images=num_images, tag=tag, summary_writer=summary_writer)
+        self.score_threshold, self.max_boxes = float(score_threshold), int(max_boxes)
+
+    @staticmethod
+    def _np(x) -> np.ndarray:
+        return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+
+    def row_tiles(self, output: Mapping, i: int, img: np.ndarray) -> list[np.ndarray]:
+        """Truth boxes (palette colour 1, green) and the kept predictions (colour 0, red) over the input."""
+        boxes, scores = self._np(output["pred_box"][i]).reshape(-1, 4), self._np(output["pred_score"][i]).reshape(-1)
+        keep = np.argsort(-scores, kind="stable")[: self.max_boxes]
+        keep = keep[scores[keep] >= self.score_threshold]
+        truth = _draw_boxes(_gray_rgb(img), self._np(output["box"][i]), _PALETTE[1])
+        return [truth, _draw_boxes(_gray_rgb(img), boxes[keep], _PALETTE[0])]
+
+
+__all__ += ["DetectionTensorBoardHandler"]

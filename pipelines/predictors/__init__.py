@@ -34,3 +34,17 @@ __all__ = [
     'load_input_image',
 ]
 __all__ += ['JointSegClsPredictor', 'save_joint_segcls_figure']
+
+from .detection import DetectionPredictor, draw_detections  # noqa: E402
+
+__all__ += ['DetectionPredictor', 'draw_detections']
+
+from .exported import (  # noqa: E402
+    EXPORT_EXTENSIONS,
+    OnnxNetwork,
+    is_exported_network,
+    load_exported_network,
+    select_network,
+)
+
+__all__ += ['EXPORT_EXTENSIONS', 'OnnxNetwork', 'is_exported_network', 'load_exported_network', 'select_network']

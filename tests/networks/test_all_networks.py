@@ -38,6 +38,12 @@ def _check_output(out, expected) -> dict[str, torch.Tensor]:
     """The output as ``{key: tensor}`` after checking its shape(s) against ``expected``."""
     if isinstance(expected, dict):
         assert isinstance(out, dict) and set(out) == set(expected), out.keys()
+        # a list entry (one map per pyramid level, RetinaNet) is checked level by level as <key>_0, <key>_1, ...
+        levels = {k for k, v in expected.items() if isinstance(v, list)}
+        assert all(isinstance(out[k], list) and len(out[k]) == len(expected[k]) for k in levels), levels
+        out = {f"{k}_{i}": t for k in levels for i, t in enumerate(out[k])} | {k: out[k] for k in out if k not in levels}
+        expected = {f"{k}_{i}": s for k in levels for i, s in enumerate(expected[k])} | {
+            k: expected[k] for k in expected if k not in levels}
         for key, shape in expected.items():
             assert tuple(out[key].shape) == tuple(shape), (key, out[key].shape)
         return out
