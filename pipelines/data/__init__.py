@@ -32,6 +32,7 @@ from .datalists.detection import (
     detection_split,
     frame_detection_datalist,
 )
+from .datasets import CACHE_KINDS, DiskCacheDataset, make_dataset, transform_hash
 from .demo import (
     DEMO_DATASETS,
     DEMO_MARKER,
@@ -53,6 +54,10 @@ from .prepare import plan_chestxray14_split, prepare_chestxray14, read_data_entr
 from .splits import kfold_assignments, kfold_split
 
 __all__ = [
+    "CACHE_KINDS",
+    "DiskCacheDataset",
+    "make_dataset",
+    "transform_hash",
     "BRATS_LABELS",
     "BRATS_MODALITIES",
     "BUSI_CLASSES",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,8 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "PER_CASE_TABLES",
@@ -349,6 +352,7 @@ def cross_validate(
     folds: Sequence[int] | None = None,
     n_resamples: int = 1000,
     evaluate: bool = True,
+    progress: str | bool = "auto",
     **overrides: Any,
 ) -> dict[str, Any]:
     """Train and evaluate every fold of ``bundle``, then write the cross-validation summary.
@@ -362,6 +366,8 @@ def cross_validate(
         folds: the folds to run (default all); the summary covers every finished fold.
         n_resamples: bootstrap resamples of the pooled metrics' confidence intervals.
         evaluate: run the bundle's ``evaluating`` run id on each fold (false: training only, no summary).
+        progress: an overall bar over the folds: ``"auto"`` (on an interactive terminal), ``"on"``, ``"off"``
+            (:func:`pipelines.handlers.progress_enabled`); each fold is logged either way ("fold 2/3: ...").
         overrides: bundle overrides for every fold (``dataset_dir``, ``epochs``, ``seed``, ``network_def#...``).
 
     Returns:
@@ -393,8 +399,11 @@ def cross_validate(
     out.mkdir(parents=True, exist_ok=True)
 
     trained, skipped = [], []
-    for fold in run_folds:
+    from ..handlers.progress import announce, overall_progress
+
+    for index, fold in enumerate(overall_progress(run_folds, progress, desc="cross-validate", unit="fold"), start=1):
         fold_dir = out / f"fold{fold}"
+        announce(logger, f"[cross-validate] fold {index}/{len(run_folds)}: {bundle} fold {fold} of {num_folds}")
         if (fold_dir / FOLD_RESULT).is_file():
             print(f"[cross-validate] fold {fold}: finished ({fold_dir / FOLD_RESULT}), skipped")
             skipped.append(fold)

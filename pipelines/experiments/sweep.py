@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import logging
 import math
 import os
 import time
@@ -18,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from tqdm import tqdm
 
 __all__ = ["Cell", "load_sweep", "expand_cells", "run_cell", "run_sweep", "summarise", "markdown_table", "plot_bars"]
+
+logger = logging.getLogger(__name__)
 
 _KEYS = ("output_dir", "datasets", "backbones", "attentions", "exclude", "folds", "overrides", "dataset_overrides")
 
@@ -227,12 +229,14 @@ def plot_bars(summary: list[dict], attentions: Sequence[str], path: str) -> str:
     return path
 
 
-def run_sweep(path: str, profile: str | None = None, **changes) -> dict:
+def run_sweep(path: str, profile: str | None = None, progress: str | bool = "auto", **changes) -> dict:
     """Run (or resume) a sweep and write ``results.csv``, ``summary.csv``, ``table.md`` and ``dice.png``.
 
     Args:
         path: the sweep YAML file.
         profile: a profile of the file to apply (e.g. ``"demo"``).
+        progress: an overall bar over the cells: ``"auto"`` (on an interactive terminal), ``"on"``, ``"off"``
+            (:func:`pipelines.handlers.progress_enabled`); each cell is logged either way ("cell 3/12: ...").
         changes: top-level keys to replace (``datasets``, ``attentions``, ``folds``, ``overrides``, ...).
 
     Returns:
@@ -243,18 +247,22 @@ def run_sweep(path: str, profile: str | None = None, **changes) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cells = expand_cells(spec)
     rows, ran, skipped = [], 0, 0
-    for cell in tqdm(cells, desc="sweep", unit="cell"):
+    from ..handlers.progress import announce, overall_progress
+
+    for index, cell in enumerate(overall_progress(cells, progress, desc="sweep", unit="cell"), start=1):
+        label = f"cell {index}/{len(cells)}: {cell.dataset} {cell.backbone} {cell.attention} fold {cell.fold}"
         cell_dir = out / cell.name
         result = cell_dir / "result.json"
         if result.is_file():
             with open(result) as f:
                 rows.append(json.load(f))
             skipped += 1
+            announce(logger, f"[sweep] {label} (finished, skipped)")
             continue
         cell_dir.mkdir(parents=True, exist_ok=True)
         overrides = dict(spec["overrides"])
         overrides.update(spec["dataset_overrides"].get(cell.dataset, {}))
-        tqdm.write(f"[sweep] {cell.name}")
+        announce(logger, f"[sweep] {label} -> {cell_dir}")
         rows.append(run_cell(cell, str(cell_dir), overrides, spec["datasets"][cell.dataset]))
         ran += 1
     fields = sorted({k for r in rows for k in r}, key=lambda k: (k.startswith("last_"), k))

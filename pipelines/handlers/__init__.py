@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import checkpoints, recipes, tensorboard
+from . import checkpoints, progress, recipes, tensorboard
 from .checkpoints import (
     LAST_CHECKPOINT_PREFIX,
     BestMetricState,
@@ -10,6 +10,14 @@ from .checkpoints import (
     extract_model_state,
     latest_checkpoint,
     load_weights,
+)
+from .progress import (
+    PROGRESS_MODES,
+    announce,
+    attach_progress,
+    overall_progress,
+    progress_enabled,
+    progress_handlers,
 )
 from .recipes import (
     checkpoint_handlers,
@@ -25,4 +33,4 @@ from .tensorboard import (
     overlay_rgb,
 )
 
-__all__ = ['BestMetricState', 'EpochPictureHandler', 'LANetTensorBoardHandler', 'LAST_CHECKPOINT_PREFIX', 'OptimizerParamsLogger', 'TensorBoardSliceHandler', 'attach_handlers', 'extract_model_state', 'checkpoint_handlers', 'checkpoints', 'evaluation_handlers', 'latest_checkpoint', 'load_weights', 'overlay_rgb', 'recipes', 'tensorboard', 'training_handlers', 'validation_handlers']
+__all__ = ['PROGRESS_MODES', 'announce', 'attach_progress', 'overall_progress', 'progress', 'progress_enabled', 'progress_handlers', 'BestMetricState', 'EpochPictureHandler', 'LANetTensorBoardHandler', 'LAST_CHECKPOINT_PREFIX', 'OptimizerParamsLogger', 'TensorBoardSliceHandler', 'attach_handlers', 'extract_model_state', 'checkpoint_handlers', 'checkpoints', 'evaluation_handlers', 'latest_checkpoint', 'load_weights', 'overlay_rgb', 'recipes', 'tensorboard', 'training_handlers', 'validation_handlers']
