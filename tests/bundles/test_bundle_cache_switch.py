@@ -13,7 +13,7 @@ from pipelines.data.datasets import cached_transforms
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = ("brats_pam_segmentation", "malc_segmentation", "hvsmr_segmentation", "busi_lanet", "busi_joint_segcls",
-           "cxr_lung_segmentation", "cxr_attention_classification")
+           "cxr_lung_segmentation", "cxr_attention_classification", "busi_detection")
 CLASSES = {"none": Dataset, "memory": CacheDataset, "disk": DiskCacheDataset}
 
 _LOAD_3D = ["LoadImaged", "EnsureChannelFirstd", "Orientationd"]
@@ -30,6 +30,8 @@ TRAIN_HEADS = {
     "busi_joint_segcls": ["LoadBUSId", "Resized", "AsDiscreted"],
     "cxr_lung_segmentation": ["LoadBUSId", "DeleteItemsd", "Resized", "AsDiscreted"],
     "cxr_attention_classification": ["LoadBUSId", "DeleteItemsd", "_LungBoxToGridd", "ClassRegiond", "Resized"],
+    "busi_detection": ["LoadFramed", "EnsureTyped", "EnsureTyped", "StandardizeEmptyBoxd", "ScannerFrameCropd",
+                       "ResizeBoxd", "CLAHEd"],
 }
 
 
