@@ -4,8 +4,9 @@ At the start of training, :class:`RunBundleWriter` writes into the run's output 
 
 - ``configs/train.yaml``: the training configuration as it ran (every config file merged, every command-line override
   applied), so that ``--config_file <run>/configs/train.yaml`` repeats or resumes exactly this run;
-- ``configs/<overlay>``: the bundle's overlays (``evaluate.yaml``), merged after the run's ``train.yaml`` as in the
-  bundle itself;
+- ``configs/<overlay>``: the bundle's overlays (``evaluate.yaml``; ``multi_gpu_train.yaml`` /
+  ``multi_gpu_evaluate.yaml`` to continue or evaluate the run under ``torchrun``), merged after the run's
+  ``train.yaml`` as in the bundle itself;
 - ``configs/inference.yaml``: the bundle's stand-alone inference config with the run's network (``network_def`` and
   every top-level key it refers to) and the run's values of the settings it shares with training;
 - ``configs/metadata.json`` and ``configs/logging.conf``, copied from the bundle;
@@ -91,7 +92,10 @@ def check_run_settings(recorded: Mapping[str, Any], run_dir: str = "") -> bool:
     Raises:
         RunSettingsError: one line naming every differing setting (trained -> now) and the fix.
     """
-    from pipelines.handlers.checkpoints import compare_run_settings, resolve_run_settings
+    from pipelines.handlers.checkpoints import (
+        compare_run_settings,
+        resolve_run_settings,
+    )
 
     # the target is not recorded: a config holding ``_target_`` would be instantiated
     current = {k: v for k, v in resolve_run_settings(["network_def"]).items() if k != "network_def#_target_"}
@@ -152,7 +156,7 @@ class RunBundleWriter:
         run_dir: str,
         bundle_root: str,
         relocate: Mapping[str, str] | None = None,
-        overlays: Sequence[str] = ("evaluate.yaml",),
+        overlays: Sequence[str] = ("evaluate.yaml", "multi_gpu_train.yaml", "multi_gpu_evaluate.yaml"),
         standalone: Sequence[str] = ("inference.yaml",),
     ) -> None:
         self.run_dir = Path(run_dir).resolve()

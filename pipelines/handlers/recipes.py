@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import ignite.distributed as idist
+
 from .tensorboard import OptimizerParamsLogger, TensorBoardSliceHandler
 
 __all__ = [
@@ -39,6 +41,9 @@ def training_handlers(
     )
 
     loss = from_engine(["loss"], first=True)
+    if idist.get_rank() > 0:  # under torchrun only rank 0 logs (console, TensorBoard, progress)
+        return [LrScheduleHandler(lr_scheduler=lr_scheduler, print_lr=False),
+                ValidationHandler(validator=validator, epoch_level=True, interval=val_interval)]
     handlers = [
         LrScheduleHandler(lr_scheduler=lr_scheduler, print_lr=True),
         ValidationHandler(validator=validator, epoch_level=True, interval=val_interval),
@@ -101,6 +106,8 @@ def validation_handlers(
     from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandler
 
 
+    if idist.get_rank() > 0:  # under torchrun only rank 0 logs and saves the best model
+        return []
     return [
         StatsHandler(iteration_log=False),
         TensorBoardStatsHandler(log_dir=log_dir, iteration_log=False),
@@ -118,6 +125,6 @@ def evaluation_handlers(*, ckpt_path: str, network, device=None, extra: Sequence
 
     return [
         CheckpointLoader(load_path=ckpt_path, load_dict={"model": network}, map_location=device),
-        StatsHandler(iteration_log=False),
+        *([StatsHandler(iteration_log=False)] if idist.get_rank() == 0 else []),  # under torchrun rank 0 logs
         *extra,
     ]
