@@ -6,7 +6,12 @@ from __future__ import annotations
 from .guards import ConfigOverrideError, UserFacingError, check_overrides, guard
 from .metadata import verify_bundle_metadata
 from .paths import REPO_ROOT, bundle_root, check_output_dir, list_bundles
-from .run_folder import RunBundleWriter, RunSettingsError, check_run_settings, run_bundle_root
+from .run_folder import (
+            RunBundleWriter,
+            RunSettingsError,
+            check_run_settings,
+            run_bundle_root,
+)
 from .summary import evaluation_summary, inference_summary, training_summary
 
 __all__ = ['REPO_ROOT', 'bundle_root', 'check_output_dir', 'list_bundles', 'verify_bundle_metadata']

@@ -164,8 +164,7 @@ def command_overrides() -> tuple[dict[str, Any], list[str], list[str]] | None:
     Read from the :func:`monai.bundle.scripts.run` call on the stack, else from ``sys.argv`` of
     ``python -m monai.bundle run``. Keys of ``--args_file`` count as overrides, as in MONAI.
     """
-    from monai.bundle import ConfigParser
-    from monai.bundle import scripts
+    from monai.bundle import ConfigParser, scripts
 
     args: dict[str, Any] | None = None
     frame = sys._getframe(1)

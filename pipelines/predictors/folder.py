@@ -43,6 +43,7 @@ from transforms.ultrasound import ScannerFrameCropd
 from ..bundles.paths import check_output_dir
 from ..handlers.checkpoints import load_weights
 from ..metrics.localisation import upsample_mask
+from .exported import is_exported_network
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -171,7 +172,13 @@ class FolderPredictor:
 
     # ---------------------------------------------------------------- the loop
     def prepare(self) -> None:
-        """Load the checkpoint (once), move the network to ``device`` and set it to eval mode."""
+        """Load the checkpoint (once), move the network to ``device`` and set it to eval mode. An exported network
+        (:func:`~pipelines.predictors.exported.is_exported_network`: TorchScript / ONNX) keeps its own weights and has
+        no layers for Grad-CAM: ``ckpt_path`` and ``target_layer`` are not used for it."""
+        if is_exported_network(self.network):
+            if not self._prepared:
+                logger.info("exported network: its own weights are used, the checkpoint is not read.")
+            self.ckpt_path, self.target_layer = None, None
         if not self._prepared and self.ckpt_path is not None:
             load_weights(self.network, self.ckpt_path, required=True)
         self._prepared = True

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import csv
-import logging
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 

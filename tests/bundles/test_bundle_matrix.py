@@ -12,6 +12,9 @@ For each bundle (``pipelines.bundles.list_bundles()``):
     ``{"logits", "mask"}``) each output of ``network_data_format`` is checked in turn;
 (d) MONAI's ``ckpt_export`` writes a TorchScript file from a freshly saved random-weights ``model.pt`` whose outputs
     (each entry of a dict output) match the eager network's on a small input, with the bundle's metadata inside.
+
+The ONNX half of the export sweep (MONAI's ``onnx_export``, onnxruntime against eager) is
+``tests/bundles/test_bundle_onnx_export.py``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ def _files(bundle: str, name: str) -> list[str]:
     own = ConfigParser.load_config_file(str(path))
     if name in STANDALONE or "network_def" in own:
         return [str(path)]
+    if name == "multi_gpu_evaluate.yaml":  # an overlay of train.yaml + evaluate.yaml, as it runs
+        return [str(_configs(bundle) / "train.yaml"), str(_configs(bundle) / "evaluate.yaml"), str(path)]
     return [str(_configs(bundle) / "train.yaml"), str(path)]
 
 
@@ -86,7 +91,9 @@ class SelectOutput(torch.nn.Module):
         self.network, self.key = network, key
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x)[self.key]
+        out = self.network(x)[self.key]
+        # one map per pyramid level (RetinaNet, busi_detection): the levels flattened side by side, (B, C, sum H_l W_l)
+        return torch.cat([o.flatten(2) for o in out], dim=2) if isinstance(out, (list, tuple)) else out
 
 
 def test_every_bundle_is_swept():
@@ -193,6 +200,10 @@ def test_ckpt_export_matches_the_eager_network(bundle, tmp_path):
         expected, out = network(x), scripted(x)
     if isinstance(expected, dict):
         assert set(out) == set(expected) == set(meta["network_data_format"]["outputs"])
+        # a list entry (one map per pyramid level, RetinaNet) is compared level by level
+        assert all(len(out[k]) == len(v) for k, v in expected.items() if isinstance(v, list))
+        expected, out = ({f"{k}_{i}": t for k, v in d.items() for i, t in enumerate(v if isinstance(v, list) else [v])}
+                         for d in (expected, out))
     else:
         expected, out = {"pred": expected}, {"pred": out}
     for key, value in expected.items():

@@ -32,6 +32,7 @@ CASES = {
     "cxr_lung_segmentation": (["runs/cxr_lung_segmentation"], "--epochs 1 --val_interval 1"),
     "cxr_attention_classification": (["runs/cxr_attention_classification"], "--epochs 1"),
     "busi_joint_segcls": (["runs/busi_joint_segcls"], "--epochs 1 --val_interval 1"),
+    "busi_detection": (["runs/busi_detection"], "--epochs 1 --val_interval 1"),
 }
 
 
@@ -199,6 +200,26 @@ def test_busi_joint_segcls_readme_example(tmp_path):
     with torch.no_grad():
         out = scripted(torch.randn(1, 1, 96, 96))
     assert out["seg"].shape == (1, 1, 96, 96) and out["logits"].shape == (1, 3)
+
+
+def test_busi_detection_readme_example(tmp_path):
+    lines = _run_block("busi_detection", tmp_path)
+    _only_the_run_folder(lines, "busi_detection")
+    run = tmp_path / CASES["busi_detection"][0][0]
+    train = ConfigParser.load_config_file(str(run / "configs" / "train.yaml"))
+    assert train["epochs"] == 1 and train["image_size"] == 128 and train["depth"] == 18
+    inference = ConfigParser.load_config_file(str(run / "configs" / "inference.yaml"))
+    assert inference["image_size"] == 128 and inference["anchor_sizes"] == [16, 32, 64, 128]
+    assert inference["network_def"]["block_inplanes"] == [16, 32, 64, 128]
+    summary = run / "eval" / "summary.json"
+    assert summary.is_file() and "ap50" in summary.read_text()
+    with open(run / "predictions" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {row["status"] for row in rows} == {"ok"}
+    scripted = _check_export(run)
+    with torch.no_grad():
+        out = scripted(torch.randn(1, 1, 128, 128))
+    assert [tuple(o.shape) for o in out["classification"]] == [(1, 3, 32, 32), (1, 3, 16, 16), (1, 3, 8, 8), (1, 3, 4, 4)]
 
 
 def test_every_bundle_has_a_readme_example():

@@ -176,7 +176,11 @@ def test_ctrl_c_stops_training_with_one_resume_line(demo_data, tmp_path):
 def test_summaries_say_where_results_went(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from pipelines.bundles import evaluation_summary, inference_summary, training_summary
+    from pipelines.bundles import (
+        evaluation_summary,
+        inference_summary,
+        training_summary,
+    )
 
     run = tmp_path / "run"
     (run / "models").mkdir(parents=True)
