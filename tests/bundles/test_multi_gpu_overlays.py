@@ -18,15 +18,18 @@ from pipelines.bundles import bundle_root, list_bundles
 
 #: the bundles that must ship both overlays
 EXPECTED = {"brats_pam_segmentation", "malc_segmentation", "hvsmr_segmentation", "busi_lanet",
-            "cxr_lung_segmentation", "cxr_attention_classification", "busi_joint_segcls"}
+            "cxr_lung_segmentation", "cxr_attention_classification", "busi_joint_segcls", "busi_detection"}
+#: bundles whose DDP wrapper is around the detector (MONAI's RetinaNetDetector reads attributes of the plain `network`)
+DETECTORS = {"busi_detection"}
 OVERLAID = sorted(b for b in list_bundles()
                   if (Path(bundle_root(b)) / "configs" / "multi_gpu_train.yaml").is_file())
 #: handler classes that only rank 0 may run (console / TensorBoard output, the best model)
 RANK0_ONLY = {"StatsHandler", "TensorBoardStatsHandler", "TensorBoardImageHandler", "ProgressBar",
               "OptimizerParamsLogger", "CheckpointSaver", "LANetTensorBoardHandler", "CAMTensorBoardHandler",
-              "JointSegClsTensorBoardHandler"}
+              "JointSegClsTensorBoardHandler", "DetectionTensorBoardHandler"}
 #: a method or attribute of the DDP-wrapped network other than its parameters (DDP does not forward them)
 WRAPPER_ATTRIBUTE = re.compile(r"@network\.(?!parameters\(\))")
+DETECTOR_WRAPPER_ATTRIBUTE = re.compile(r"@ddp_detector\.")
 INIT, FINAL = "pipelines.bundles.distributed.initialize()", "pipelines.bundles.distributed.finalize()"
 
 
@@ -109,13 +112,21 @@ def test_multi_gpu_train_overlay(bundle, rank):
         _check_run_ids(parser)
         _check_samplers(parser, train=True)
         _check_handler_lists(parser, rank, ("train", "validate"))
-        wrapper_calls = [(i, v) for i, v in _leaves(parser.get()) if isinstance(v, str) and WRAPPER_ATTRIBUTE.search(v)]
+        wrapper = DETECTOR_WRAPPER_ATTRIBUTE if bundle in DETECTORS else WRAPPER_ATTRIBUTE
+        wrapper_calls = [(i, v) for i, v in _leaves(parser.get()) if isinstance(v, str) and wrapper.search(v)]
         assert not wrapper_calls, "DDP does not forward these to the network; use @network_def"
-        assert "distributed.wrap(@network_def" in parser["network"]
+        if bundle in DETECTORS:  # trainer and validator run the wrapped detector; `network` stays plain
+            assert "distributed.wrap(@detector," in parser["ddp_detector"]
+            assert parser["train#trainer#network"] == parser["validate#evaluator#network"] == "@ddp_detector"
+            assert parser["network"] == ConfigParser.load_config_file(str(_configs(bundle) / "train.yaml"))["network"]
+        else:
+            assert "distributed.wrap(@network_def" in parser["network"]
 
     # no torchrun group: one process's objects
     network = parser.get_parsed_content("network")
     assert network is parser.get_parsed_content("network_def")
+    if bundle in DETECTORS:
+        assert parser.get_parsed_content("ddp_detector") is parser.get_parsed_content("detector")
     if not torch.cuda.is_available():
         assert parser.get_parsed_content("device") == torch.device("cpu")
 
