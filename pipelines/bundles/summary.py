@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
+
 from .guards import run_started
 
 __all__ = ["evaluation_summary", "inference_summary", "training_summary"]
@@ -21,7 +23,8 @@ __all__ = ["evaluation_summary", "inference_summary", "training_summary"]
 
 def _emit(tag: str, lines: list[str]) -> list[str]:
     lines = [f"[{tag}] {line}" for line in lines]
-    print("\n".join(lines), flush=True)
+    if idist.get_rank() == 0:  # under torchrun only rank 0 speaks (another rank may not see rank 0's files yet)
+        print("\n".join(lines), flush=True)
     return lines
 
 

@@ -212,3 +212,18 @@ def test_summaries_say_where_results_went(tmp_path, capsys):
     for name in ("a.nii.gz", "b.nii.gz", "c.nii.gz"):
         (nifti / name).write_bytes(b"0")
     assert inference_summary(str(nifti)) == [f"[inference] predictions: {nifti} (3 files, 0 failed)"]
+
+
+def test_summaries_print_on_rank_0_only(tmp_path, capsys, monkeypatch):
+    """Under torchrun every rank runs the summary entry of the run id; only rank 0 prints (another rank may not see
+    rank 0's files yet and would say there is no best model)."""
+    import ignite.distributed as idist
+
+    from pipelines.bundles import evaluation_summary
+
+    (tmp_path / "metrics.csv").write_text("a\n")
+    monkeypatch.setattr(idist, "get_rank", lambda: 1)
+    lines = evaluation_summary(str(tmp_path))
+    assert lines and capsys.readouterr().out == ""
+    monkeypatch.setattr(idist, "get_rank", lambda: 0)
+    assert evaluation_summary(str(tmp_path)) == lines and capsys.readouterr().out.splitlines() == lines
