@@ -152,12 +152,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         demo(*args, **kwargs)
 
     @functools.wraps(run_sweep)
-    def _sweep(path: str, profile: str | None = None, **changes) -> None:
+    def _sweep(path: str, profile: str | None = None, progress="auto", **changes) -> None:
+        # every parameter of run_sweep is named here: fire calls with the wrapped signature's positional order
         import yaml
 
         # fire passes what it cannot parse as a Python literal as a string: read those as YAML flow values
         changes = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in changes.items()}
-        result = run_sweep(path, profile, **changes)
+        result = run_sweep(path, profile, progress=progress, **changes)
         print(f"[sweep] ran {result['ran']} cells, skipped {result['skipped']} finished ones")
         for key in ("results", "summary", "table", "plot"):
             print(f"[sweep] {key:8s}: {result[key]}")
@@ -181,14 +182,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     @functools.wraps(cross_validate)
     def _cross_validate(bundle: str, num_folds: int = 3, output_dir: str | None = None, overlays=(), folds=None,
-                        n_resamples: int = 1000, evaluate: bool = True, **kwargs) -> None:
+                        n_resamples: int = 1000, evaluate: bool = True, progress="auto", **kwargs) -> None:
         import yaml
 
         # fire passes what it cannot parse as a Python literal as a string: read those as YAML flow values
         kwargs = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in kwargs.items()}
         overlays = yaml.safe_load(overlays) if isinstance(overlays, str) and overlays.startswith("[") else overlays
         result = cross_validate(bundle, num_folds=num_folds, output_dir=output_dir, overlays=overlays, folds=folds,
-                                n_resamples=n_resamples, evaluate=evaluate, **kwargs)
+                                n_resamples=n_resamples, evaluate=evaluate, progress=progress, **kwargs)
         print(f"[cross-validate] trained folds {result['trained']}, skipped finished folds {result['skipped']}")
         for key, path in (result.get("summary") or {}).items():
             print(f"[cross-validate] summary {key:4s}: {path}")
