@@ -44,11 +44,32 @@ def readme_block(bundle: str) -> list[str]:
     return [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
 
 
+def _concurrent(lines: list[str]) -> str:
+    """The block as a bash script in which the commands that only read a finished run (evaluation, inference, export)
+    run side by side, one thread each, once the training commands before them are done (the suite's time); training
+    commands and variable assignments run in order. Any command's failure fails the script."""
+    script, background = [], False
+    for line in lines:
+        if " run training " in line or re.match(r"^\w+=", line):
+            if background:
+                script.append('for p in "${pids[@]}"; do wait "$p"; done')
+                background = False
+            script.append(line)
+        else:
+            if not background:
+                script.append("pids=()")
+                background = True
+            script.append(f"OMP_NUM_THREADS=1 {line} &\npids+=($!)")
+    if background:
+        script.append('for p in "${pids[@]}"; do wait "$p"; done')
+    return "\n".join(script) + "\n"
+
+
 def _run_block(bundle: str, workdir: Path) -> list[str]:
     runs, extra = CASES[bundle]
     lines = [f"{line} {extra}" if " run training " in line else line for line in readme_block(bundle)]
     (workdir / "bundles").symlink_to(REPO / "bundles")
-    script = "set -euo pipefail\n" + "\n".join(lines) + "\n"
+    script = "set -euo pipefail\n" + _concurrent(lines)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(["bash", "-c", script], cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{bundle} example failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
