@@ -61,6 +61,10 @@ def _epochs_saved(models: Path) -> list[int]:
                   if (m := re.search(r"=(\d+)\.pt$", p.name)))
 
 
+def _readable_epochs(models: Path) -> list[int]:
+    return [e for e in _epochs_saved(models) if _readable(models / f"checkpoint_epoch={e}.pt")]
+
+
 def _readable(path: Path) -> bool:
     try:
         torch.load(path, weights_only=True)
@@ -98,7 +102,9 @@ def test_two_processes_train_resume_and_match_single_process_evaluation(bundle, 
                                  stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 300
         try:
-            while not _epochs_saved(models) and first.poll() is None and time.time() < deadline:
+            # a checkpoint file appears when its writing starts (not atomic): wait until one reads completely, so a
+            # signal that cuts the next one still leaves one to resume from (the last two are kept)
+            while not _readable_epochs(models) and first.poll() is None and time.time() < deadline:
                 time.sleep(0.2)
         finally:
             first.send_signal(signal.SIGTERM)
@@ -116,7 +122,7 @@ def test_two_processes_train_resume_and_match_single_process_evaluation(bundle, 
 
     # 2. the same command resumes from the newest readable checkpoint (one cut by the signal is skipped) and trains
     # one more epoch
-    done = max(e for e in saved if _readable(models / f"checkpoint_epoch={e}.pt"))
+    done = max(_readable_epochs(models))
     second = subprocess.run(_command(bundle, files, dict(overrides, epochs=done + 1)), cwd=REPO, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
     log = second.stdout.decode(errors="replace")
