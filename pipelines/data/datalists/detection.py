@@ -522,13 +522,20 @@ def detection_datalist(
     """
     if layout not in ("auto", "busi", "frames"):
         raise ValueError(f"layout must be 'auto', 'busi' or 'frames', got {layout!r}.")
-    if layout == "auto":
+    auto = layout == "auto"
+    if auto:
         has_box_file = box_file is not None or any(
             os.path.isfile(os.path.join(os.fspath(root), n)) for n in (BOX_CSV, COCO_JSON)
         )
         layout = "frames" if has_box_file else "busi"
     if layout == "busi":
-        items = busi_detection_datalist(root, include_normal=include_normal)
+        try:
+            items = busi_detection_datalist(root, include_normal=include_normal)
+        except DatasetError as e:
+            if auto:  # neither layout found: say both
+                raise DatasetError(f"{e} Or, for scanner frames: {os.path.join(os.fspath(root), BOX_CSV)} (columns "
+                                   f"{','.join(BOX_CSV_COLUMNS)}) or {COCO_JSON} beside the frames.") from e
+            raise
         return (items, (DEFAULT_LESION_LABEL,)) if return_label_names else items
     return frame_detection_datalist(root, box_file=box_file, unlisted=unlisted, return_label_names=return_label_names)
 

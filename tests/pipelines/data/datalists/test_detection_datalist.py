@@ -344,3 +344,10 @@ def test_detection_split_errors_and_image_level():
         detection_split(items, group_key="study")
     train, val = detection_split(items, val_fraction=0.25, group_key=None)
     assert len(val) in (len(items) // 4, len(items) // 4 + 1)
+
+
+def test_auto_layout_names_both_layouts_when_neither_is_there(tmp_path):
+    from pipelines.data.datalists import detection_datalist
+
+    with pytest.raises(DatasetError, match=r"class folder .*normal.* Or, for scanner frames: .*boxes\.csv"):
+        detection_datalist(str(tmp_path))
