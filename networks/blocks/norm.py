@@ -25,10 +25,13 @@ class LayoutPreservingInstanceNorm(nn.Module):
     over under the same names (``weight``, ``bias``, ``running_mean``, ``running_var``, ``num_batches_tracked``),
     so state dicts are interchangeable. Outputs equal the original module's up to rounding:
 
-    - training mode, or a contiguous input: ``torch.nn.functional.instance_norm``, exactly as the original;
+    - a contiguous input, or training mode with ``track_running_stats``: ``torch.nn.functional.instance_norm``,
+      exactly as the original;
     - evaluation mode with ``track_running_stats``: ``batch_norm`` with the running statistics (per channel);
-    - evaluation mode otherwise: ``batch_norm`` in training form on each sample ``(1, C, *spatial)`` (batch
-      statistics of one sample are its instance statistics, biased variance), without running statistics.
+    - otherwise (training or evaluation, no running statistics): ``batch_norm`` in training form on each sample
+      ``(1, C, *spatial)`` (batch statistics of one sample are its instance statistics, biased variance), which is
+      differentiable like ``instance_norm``, so channels-last training keeps its layout too
+      (:func:`pipelines.engines.precision.prepare_network`).
 
     Args:
         num_features: number of channels ``C``.
@@ -87,7 +90,7 @@ class LayoutPreservingInstanceNorm(nn.Module):
                 f"{type(self).__name__}(num_features={self.num_features}) expects input (B, {self.num_features}, "
                 f"*spatial), got shape {list(x.shape)}."
             )
-        if self.training or x.is_contiguous():
+        if x.is_contiguous() or (self.training and self.track_running_stats):
             return F.instance_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias,
                 use_input_stats=self.training or not self.track_running_stats,

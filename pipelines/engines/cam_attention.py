@@ -27,6 +27,7 @@ from ignite.engine import Engine
 
 from ..losses.cam_attention import GradCAMAttentionLoss, attention_lambda, grad_cam_maps
 from .lanet import backward_step
+from .precision import autocast
 
 __all__ = ["CAMAttentionEvalStep", "CAMAttentionTrainStep", "cam_batch_to_device", "cam_features_and_logits"]
 
@@ -168,7 +169,7 @@ class CAMAttentionTrainStep:
         engine.optimizer.zero_grad(set_to_none=True)
         amp = bool(getattr(engine, "amp", False))
         ce_loss = engine.loss_function if getattr(engine, "loss_function", None) is not None else F.cross_entropy
-        with torch.autocast(device_type=data["image"].device.type, enabled=amp):
+        with autocast(data["image"].device, amp):
             if lam < 1.0:
                 features, logits = cam_features_and_logits(engine.network, data["image"], self.cam_layer)
             else:
@@ -228,7 +229,7 @@ class CAMAttentionEvalStep:
         data = cam_batch_to_device(batchdata, engine.state.device, getattr(engine, "non_blocking", False))
         engine.network.eval()
         amp = bool(getattr(engine, "amp", False))
-        with torch.autocast(device_type=data["image"].device.type, enabled=amp):
+        with autocast(data["image"].device, amp):
             features, logits = cam_features_and_logits(
                 engine.network, data["image"], self.cam_layer, detach_features=True
             )

@@ -37,6 +37,8 @@ import torch
 import torch.nn as nn
 from ignite.engine import Engine
 
+from .precision import autocast
+
 __all__ = [
     "DetectionEvalStep",
     "DetectionLoss",
@@ -175,7 +177,7 @@ class DetectionEvalStep:
         data = detection_batch_to_device(batchdata, engine.state.device, getattr(engine, "non_blocking", False))
         engine.network.eval()
         amp = bool(getattr(engine, "amp", False))
-        with torch.no_grad(), torch.autocast(device_type=data["image"].device.type, enabled=amp):
+        with torch.no_grad(), autocast(data["image"].device, amp):
             detections = engine.network(data["image"])
         score_key = f"{self.label_key}_scores"
         return {

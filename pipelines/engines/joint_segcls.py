@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from ignite.engine import Engine
 
+from .precision import autocast
+
 __all__ = ["JointSegClsEvalStep", "JointSegClsPrepareBatch", "joint_batch_to_device"]
 
 
@@ -79,7 +81,7 @@ class JointSegClsEvalStep:
         data = joint_batch_to_device(batchdata, engine.state.device, getattr(engine, "non_blocking", False))
         engine.network.eval()
         amp = bool(getattr(engine, "amp", False))
-        with torch.no_grad(), torch.autocast(device_type=data["image"].device.type, enabled=amp):
+        with torch.no_grad(), autocast(data["image"].device, amp):
             out = engine.network(data["image"])
         seg_prob = torch.sigmoid(out["seg"].float())
         return {

@@ -20,6 +20,8 @@ from ignite.engine import Engine
 
 from networks.nets.lanet import split_outputs
 
+from .precision import autocast, float32_outputs
+
 __all__ = ['LANetEvalStep', 'LANetTrainStep', 'backward_step', 'batch_to_device', 'check_stage', 'load_stage1_weights']
 
 logger = logging.getLogger(__name__)
@@ -140,8 +142,8 @@ class LANetTrainStep:
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
         amp = bool(getattr(engine, "amp", False))
-        with torch.autocast(device_type=data["image"].device.type, enabled=amp):
-            logits, mask = split_outputs(engine.network(data["image"]))
+        with autocast(data["image"].device, amp):
+            logits, mask = float32_outputs(split_outputs(engine.network(data["image"])))
         if mask is None:
             raise ValueError("LANetTrainStep needs a network that predicts a mask (LA-Net).")
         if self.stage == 1:
@@ -171,7 +173,7 @@ class LANetEvalStep:
         data = batch_to_device(batchdata, engine.state.device, getattr(engine, "non_blocking", False))
         engine.network.eval()
         amp = bool(getattr(engine, "amp", False))
-        with torch.no_grad(), torch.autocast(device_type=data["image"].device.type, enabled=amp):
+        with torch.no_grad(), autocast(data["image"].device, amp):
             logits, mask = split_outputs(engine.network(data["image"]))
         out = dict(data, pred=torch.softmax(logits.float(), dim=1))
         out["mask_prob"] = mask.float() if mask is not None else None

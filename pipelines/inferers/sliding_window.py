@@ -5,9 +5,9 @@
 :func:`window_slices`, and the same padding, blending and output shape, so with float32 and no test-time augmentation
 the results agree to rounding) with the options that make whole-volume inference cheaper or better:
 
-- mixed precision (``amp``): windows run under ``torch.autocast`` (bfloat16 on CPU, where AMX/AVX512-BF16 make it
-  fast, float16 on CUDA); or, faster still and a little less accurate, a low-precision copy of the whole network
-  (``network_dtype``); predictions are accumulated in float32 either way;
+- mixed precision (``amp``): windows run under ``torch.autocast`` (bfloat16 on a CPU with AMX/AVX512-BF16, which
+  make it fast, float32 on other CPUs; float16 on CUDA); or, faster still and a little less accurate, a
+  low-precision copy of the whole network (``network_dtype``); predictions are accumulated in float32 either way;
 - ``channels_last``: windows are laid out channels-last (``torch.channels_last_3d`` in 3D), which oneDNN and cuDNN
   convolutions prefer, and run through a copy of the network that keeps them channels-last from layer to layer
   (channels-last weights, layout-preserving instance norms); the copy of a ``DistributedDataParallel`` /
@@ -51,6 +51,7 @@ from monai.utils import (
 )
 
 from networks.blocks.norm import replace_instance_norms
+from pipelines.engines.precision import autocast_dtype
 
 tqdm, _ = optional_import("tqdm", name="tqdm")
 
@@ -146,7 +147,10 @@ class FastSlidingWindowInferer(Inferer):
         cpu_thresh: when given and the (padded) input has more than ``cpu_thresh`` voxels, stitch on the CPU
             regardless of ``device`` (keeps accelerator memory independent of the volume size).
         amp: run the network under ``torch.autocast`` on ``sw_device``.
-        autocast_dtype: autocast dtype; defaults to ``torch.bfloat16`` on CPU and ``torch.float16`` elsewhere.
+        autocast_dtype: autocast dtype; by default as the bundles' ``amp`` resolves it
+            (:func:`pipelines.engines.precision.autocast_dtype`): ``torch.float16`` on CUDA, ``torch.bfloat16`` on a
+            CPU with bfloat16 instructions, none (float32, with a warning) on a CPU without them, where bfloat16
+            would run oneDNN's slow reference kernels. Set it to force a dtype.
         network_dtype: when given (e.g. ``torch.bfloat16``), every call runs a copy of ``network`` (an
             ``nn.Module``) cast to this dtype, on windows of this dtype. Faster than ``amp`` (no per-op casts) but
             every op, normalisation included, runs in low precision. The copy is made afresh at each call, so the
@@ -377,7 +381,9 @@ class FastSlidingWindowInferer(Inferer):
             win = win.contiguous(memory_format=torch.channels_last if win.ndim == 4 else torch.channels_last_3d)
         if not self.amp:
             return network(win, *args, **kwargs)
-        dtype = self.autocast_dtype or (torch.bfloat16 if win.device.type == "cpu" else torch.float16)
+        dtype = self.autocast_dtype or autocast_dtype(win.device, True)
+        if dtype is None:
+            return network(win, *args, **kwargs)
         with torch.autocast(device_type=win.device.type, dtype=dtype):
             return network(win, *args, **kwargs)
 

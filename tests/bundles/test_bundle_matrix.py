@@ -140,6 +140,44 @@ def test_config_parses_and_resolves_network_def(bundle, name):
     assert sum(p.numel() for p in network.parameters()) > 1000
 
 
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_training_forward_pass_follows_amp_and_channels_last_on_every_device(bundle):
+    """MONAI's trainer autocasts on CUDA only, so ``amp`` reaches a CPU through the project's code: either the trainer
+    runs ``pipelines.inferers.AutocastInferer`` with the bundle's ``amp`` / ``channels_last``, or a custom iteration
+    whose module autocasts through ``pipelines.engines.precision.autocast``. With ``channels_last`` the trained
+    network (before any DDP wrapper) has channels-last convolution weights and layout-keeping instance norms."""
+    import importlib
+
+    from networks.blocks.norm import LayoutPreservingInstanceNorm
+    from pipelines.engines import precision
+    from pipelines.inferers import AutocastInferer
+
+    parser = ConfigParser()
+    parser.read_config(str(_configs(bundle) / "train.yaml"))
+    trainer = parser.get("train#trainer")
+    update = trainer.get("iteration_update")
+    if update is None:
+        assert trainer.get("inferer") == "@train#inferer", f"{bundle}: the trainer must run train#inferer"
+        inferer = parser.get_parsed_content("train#inferer")
+        assert isinstance(inferer, AutocastInferer)
+        assert inferer.amp is parser.get_parsed_content("amp")
+        assert inferer.channels_last is bool(parser.get_parsed_content("channels_last"))
+    else:
+        while isinstance(update, str):
+            update = parser.get(update[1:])
+        module = importlib.import_module(update["_target_"].rsplit(".", 1)[0])
+        assert getattr(module, "autocast", None) is precision.autocast, f"{bundle}: {update['_target_']}"
+    if "channels_last" in parser:
+        parser["channels_last"] = True
+        network = parser.get_parsed_content("network")
+        convs = [m for m in network.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+        layout = torch.channels_last_3d if isinstance(convs[0], torch.nn.Conv3d) else torch.channels_last
+        assert all(c.weight.is_contiguous(memory_format=layout) for c in convs if c.weight.shape[1] > 1)
+        assert not any(isinstance(m, torch.nn.modules.instancenorm._InstanceNorm) for m in network.modules())
+        if any(isinstance(m, LayoutPreservingInstanceNorm) for m in network.modules()):
+            assert parser.get_parsed_content("network_def") is network
+
+
 # --------------------------------------------------------------------------------------- (c) verify_net_in_out
 
 

@@ -73,6 +73,25 @@ def test_training_mode_updates_running_stats_like_the_original():
     torch.testing.assert_close(ours.running_var, norm.running_var)
 
 
+@pytest.mark.parametrize("spatial_dims,affine,batch", [(d, a, b) for d in (2, 3) for a in (False, True) for b in (1, 3)])
+def test_training_without_running_stats_keeps_channels_last_with_the_same_gradients(spatial_dims, affine, batch):
+    norm = _norm(spatial_dims, affine, False).train()
+    ours = LayoutPreservingInstanceNorm.from_instance_norm(copy.deepcopy(norm))
+    x = torch.randn(batch, 5, *([6, 7, 4][:spatial_dims])) * 3.0 + 1.5
+    upstream = torch.randn_like(x)
+    x_ref = x.clone().requires_grad_(True)
+    x_cl = x.contiguous(memory_format=LAYOUTS[spatial_dims]).requires_grad_(True)
+    expected, out = norm(x_ref), ours(x_cl)
+    assert out.is_contiguous(memory_format=LAYOUTS[spatial_dims]) and not out.is_contiguous()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    (expected * upstream).sum().backward()
+    (out * upstream).sum().backward()
+    torch.testing.assert_close(x_cl.grad, x_ref.grad, atol=1e-5, rtol=1e-4)
+    if affine:
+        torch.testing.assert_close(ours.weight.grad, norm.weight.grad, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(ours.bias.grad, norm.bias.grad, atol=1e-4, rtol=1e-4)
+
+
 def test_shares_parameters_and_state_dict_names():
     norm = _norm(2, True, True)
     ours = LayoutPreservingInstanceNorm.from_instance_norm(norm)
