@@ -38,6 +38,7 @@ nothing is replaced (:func:`patch_missing_torchvision`).
 from __future__ import annotations
 
 import os
+import types
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -61,8 +62,10 @@ from networks.utils import extract_model_state
 
 __all__ = [
     "RETINANET_DEPTHS",
+    "ExportedRetinaNet",
     "ResNetFPNFeatures",
     "build_detector",
+    "detection_network",
     "load_backbone_weights",
     "patch_missing_torchvision",
     "retinanet",
@@ -360,6 +363,62 @@ def _anchor_levels(anchor_sizes: Sequence, num_levels: int | None) -> tuple[tupl
         raise ValueError(f"anchor_sizes has {len(sizes)} levels but the network has {num_levels} pyramid levels "
                          f"(len(returned_layers) + 1), got anchor_sizes={anchor_sizes!r}.")
     return sizes
+
+
+class ExportedRetinaNet(nn.Module):
+    """An exported RetinaNet (a TorchScript or ONNX file, loaded by
+    :func:`pipelines.predictors.load_exported_network`) that MONAI's ``RetinaNetDetector`` can run: the detector reads
+    ``spatial_dims``, ``num_classes``, ``num_anchors``, ``size_divisible``, ``cls_key``, ``box_reg_key`` (and
+    :func:`build_detector` the number of pyramid levels) from its network, which an exported file does not carry, so
+    they are copied from ``template``, the eager network of the same settings (its weights are not used). Anchors, box
+    decoding and non-maximum suppression stay in the detector, in eager PyTorch.
+
+    Args:
+        exported: the loaded file; called on ``(B, C, H, W)`` it returns ``{cls_key: [per level], box_reg_key: [per
+            level]}`` (TorchScript keeps the eager structure; ``OnnxNetwork`` with ``output_keys=[cls_key,
+            box_reg_key]`` rebuilds it).
+        template: a :func:`retinanet` of the exported network's settings.
+
+    Raises:
+        ValueError: ``exported`` returns something else (checked at each call, naming what came back).
+    """
+
+    def __init__(self, exported: nn.Module, template: nn.Module) -> None:
+        super().__init__()
+        self.exported = exported
+        for name in ("spatial_dims", "num_classes", "num_anchors", "size_divisible", "cls_key", "box_reg_key"):
+            setattr(self, name, getattr(template, name))
+        levels = getattr(getattr(template, "feature_extractor", None), "num_levels", None)
+        self.feature_extractor = types.SimpleNamespace(num_levels=levels)
+
+    def forward(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """
+        Args:
+            images: ``(B, C, H, W)``, the shape the file was exported for (ONNX files keep it fixed).
+
+        Returns:
+            ``{cls_key: [(B, num_anchors * num_classes, h_l, w_l)], box_reg_key: [(B, num_anchors * 4, h_l, w_l)]}``.
+        """
+        out = self.exported(images)
+        if not isinstance(out, dict) or not {self.cls_key, self.box_reg_key} <= set(out):
+            raise ValueError(
+                f"the exported RetinaNet must return {{{self.cls_key!r}: [...], {self.box_reg_key!r}: [...]}}, got "
+                f"{type(out).__name__}{sorted(out) if isinstance(out, dict) else ''}; load an ONNX file with "
+                f"output_keys=[{self.cls_key!r}, {self.box_reg_key!r}]."
+            )
+        return {self.cls_key: list(out[self.cls_key]), self.box_reg_key: list(out[self.box_reg_key])}
+
+
+def detection_network(network: nn.Module, exported_model: str | None = None, device: torch.device | str = "cpu"):
+    """The network a detection inference runs: ``network`` on ``device``, or, with ``exported_model`` (a ``.ts`` /
+    ``.onnx`` file), that file wrapped in :class:`ExportedRetinaNet` with ``network``'s settings (a bundle checkpoint
+    is then not loaded)."""
+    from pipelines.predictors.exported import select_network
+
+    if not exported_model:
+        return network.to(device)
+    keys = [getattr(network, "cls_key", "classification"), getattr(network, "box_reg_key", "box_regression")]
+    return ExportedRetinaNet(select_network(network, exported_model, device, keys), network)
 
 
 def build_detector(

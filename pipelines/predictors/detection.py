@@ -55,6 +55,7 @@ from PIL import Image, ImageDraw, ImageFont
 from transforms import recipes
 
 from ..handlers.checkpoints import load_weights
+from .exported import is_exported_network
 from .folder import FolderPredictor, PredictionSummary
 
 __all__ = [
@@ -213,8 +214,9 @@ class DetectionPredictor(FolderPredictor):
     # ---------------------------------------------------------------- hooks
     def prepare(self) -> None:
         """Load the checkpoint (once) into the detector's network, move the detector to ``device``, eval mode."""
-        if not self._prepared and self.ckpt_path is not None:
-            load_weights(getattr(self.network, "network", self.network), self.ckpt_path, required=True)
+        inner = getattr(self.network, "network", self.network)
+        if not self._prepared and self.ckpt_path is not None and not is_exported_network(inner):
+            load_weights(inner, self.ckpt_path, required=True)
         self._prepared = True
         self.network.to(self.device).eval()
 

@@ -123,9 +123,12 @@ class OnnxNetwork(nn.Module):
 
 
 def is_exported_network(network: Any) -> bool:
-    """Whether ``network`` came from an exported file (TorchScript or ONNX): its weights are its own, a bundle
-    checkpoint is not loaded into it."""
-    return isinstance(network, (OnnxNetwork, torch.jit.ScriptModule))
+    """Whether ``network`` came from an exported file (TorchScript or ONNX), directly or as the ``exported`` module
+    of a wrapper: its weights are its own, a bundle checkpoint is not loaded into it."""
+    if isinstance(network, (OnnxNetwork, torch.jit.ScriptModule)):
+        return True
+    inner = getattr(network, "exported", None)  # a wrapper such as networks.nets.retinanet.ExportedRetinaNet
+    return isinstance(inner, (OnnxNetwork, torch.jit.ScriptModule))
 
 
 def load_exported_network(

@@ -12,7 +12,7 @@ from monai.networks.nets.resnet import ResNet
 from monai.utils import OptionalImportError, optional_import
 
 from networks import create_network
-from networks.nets.retinanet import build_detector, patch_missing_torchvision, retinanet
+from networks.nets.retinanet import ExportedRetinaNet, build_detector, patch_missing_torchvision, retinanet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,6 +69,32 @@ def test_torchscript_matches_eager():
         assert len(got[key]) == len(expected[key]) == 4
         for a, b in zip(got[key], expected[key]):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_exported_retinanet_runs_in_the_detector_like_the_eager_network():
+    torch.manual_seed(0)
+    net = retinanet(**TINY).eval()
+    wrapped = ExportedRetinaNet(torch.jit.script(net), net)
+    assert (wrapped.num_classes, wrapped.num_anchors, wrapped.cls_key) == (net.num_classes, net.num_anchors,
+                                                                          "classification")
+    x = [torch.rand(3, 64, 96), torch.rand(3, 64, 96)]
+    sizes = (16, 32, 64, 128)
+    eager, exported = build_detector(net, sizes).eval(), build_detector(wrapped, sizes).eval()
+    for d in (eager, exported):
+        d.set_box_selector_parameters(score_thresh=0.0, detections_per_img=20)
+    with torch.no_grad():
+        expected, got = eager(x), exported(x)
+    for e, g in zip(expected, got):
+        assert len(e["box"]) == 20
+        torch.testing.assert_close(g["box"], e["box"], atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(g["label_scores"], e["label_scores"], atol=1e-5, rtol=1e-5)
+
+
+def test_exported_retinanet_names_a_wrong_output():
+    net = retinanet(**TINY)
+    wrapped = ExportedRetinaNet(lambda x: (x,), net)  # e.g. an ONNX file loaded without output_keys
+    with pytest.raises(ValueError, match="output_keys"):
+        wrapped(torch.rand(1, 3, 32, 32))
 
 
 def test_training_step_without_torchvision():

@@ -230,3 +230,66 @@ def test_3d_inference_from_exported_files_equals_eager(tmp_path):
         assert sorted(out) == sorted(eager)
         for case, labels in eager.items():
             assert out[case].shape == labels.shape and (out[case] != labels).mean() <= 1e-3, (name, case)
+
+
+DETECTION = Path(bundle_root("busi_detection")) / "configs"
+#: the CPU preset's network on a 64 x 64 input, one channel
+SMALL_DET = {"image_size": 64, "channels": 1, "depth": 18, "returned_layers": [1, 2, 3], "anchor_sizes": [16, 32, 64, 128],
+             "network_def#fpn_channels": 32, "network_def#block_inplanes": [16, 32, 64, 128]}
+
+
+def _detections(pred_dir: Path) -> dict[str, list[tuple[float, ...]]]:
+    with open(pred_dir / "detections.csv") as f:
+        rows = list(csv.DictReader(f))
+    out: dict[str, list[tuple[float, ...]]] = {}
+    for r in rows:
+        out.setdefault(r["file"], []).append(tuple(float(r[k]) for k in ("score", "x1", "y1", "x2", "y2")))
+    return {k: sorted(v, reverse=True) for k, v in out.items()}
+
+
+def test_detection_inference_from_exported_files_equals_eager(tmp_path):
+    """busi_detection's inference from model.ts / model.onnx: the exported RetinaNet inside MONAI's detector (anchors,
+    decoding and NMS in eager PyTorch) writes the eager run's boxes and scores."""
+    inputs = _frames(tmp_path / "inputs")
+    parser = ConfigParser()
+    parser.read_config(str(DETECTION / "inference.yaml"))
+    parser.read_meta(str(DETECTION / "metadata.json"))
+    for key, value in SMALL_DET.items():
+        parser[key] = value
+    torch.manual_seed(0)
+    network = parser.get_parsed_content("network_def")
+    with torch.no_grad():  # a random head scores ~0.01 everywhere; spread the scores so that many boxes are kept
+        network.classification_head.cls_logits.weight.normal_(0.0, 0.05)
+        network.classification_head.cls_logits.bias.zero_()
+    torch.save(network.state_dict(), tmp_path / "model.pt")
+    common = dict(meta_file=str(DETECTION / "metadata.json"), config_file=str(DETECTION / "inference.yaml"),
+                  ckpt_file=str(tmp_path / "model.pt"), net_id="network_def", **SMALL_DET)
+    ckpt_export(filepath=str(tmp_path / "model.ts"), **common)
+    onnx_export(filepath=str(tmp_path / "model.onnx"), use_trace=True, input_shape=[1, 1, 64, 64],
+                converter_kwargs={"dynamo": False}, **common)
+
+    def run(pred_dir: Path, **override) -> dict[str, list[tuple[float, ...]]]:
+        wf = ConfigWorkflow(
+            config_file=str(DETECTION / "inference.yaml"), meta_file=str(DETECTION / "metadata.json"),
+            workflow_type="infer", input_dir=str(inputs), output_dir=str(tmp_path / "out"), pred_dir=str(pred_dir),
+            min_score=0.3, save_figures=False, clahe=False, **SMALL_DET, **override,
+        )
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+        return _detections(pred_dir)
+
+    eager = run(tmp_path / "eager", ckpt_path=str(tmp_path / "model.pt"))
+    assert sorted(eager) == ["frame0.png", "frame1.png", "frame2.png"]
+    assert all(len(boxes) >= 5 for boxes in eager.values())
+    assert max(b[0] for boxes in eager.values() for b in boxes) - min(b[0] for boxes in eager.values() for b in boxes) \
+        > 0.01  # the scores differ: the comparison can fail
+    for name in ("model.ts", "model.onnx"):
+        out = run(tmp_path / name.replace(".", "_"), ckpt_path=str(tmp_path / "missing.pt"),
+                  exported_model=str(tmp_path / name))
+        assert sorted(out) == sorted(eager), name
+        for frame, boxes in eager.items():
+            assert abs(len(out[frame]) - len(boxes)) <= 1, (name, frame)  # NMS may differ at a tie
+            for box in boxes[:10]:  # every strong eager box is found with its score and coordinates
+                assert any(abs(o[0] - box[0]) <= 1e-4 and max(abs(a - b) for a, b in zip(o[1:], box[1:])) <= 0.05
+                           for o in out[frame]), (name, frame, box)
