@@ -12,7 +12,12 @@ from monai.networks.nets.resnet import ResNet
 from monai.utils import OptionalImportError, optional_import
 
 from networks import create_network
-from networks.nets.retinanet import ExportedRetinaNet, build_detector, patch_missing_torchvision, retinanet
+from networks.nets.retinanet import (
+    ExportedRetinaNet,
+    build_detector,
+    patch_missing_torchvision,
+    retinanet,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
