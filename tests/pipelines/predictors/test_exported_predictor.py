@@ -180,6 +180,16 @@ def test_lanet_inference_from_exported_files_equals_eager(tmp_path):
     assert any(0 < (m > 0).mean() < 1 for m in masks)
 
 
+def _inference_parser(configs: Path, overrides: dict) -> ConfigParser:
+    """A bundle's inference.yaml + metadata with ``overrides`` applied."""
+    parser = ConfigParser()
+    parser.read_config(str(configs / "inference.yaml"))
+    parser.read_meta(str(configs / "metadata.json"))
+    for key, value in overrides.items():
+        parser[key] = value
+    return parser
+
+
 HVSMR = Path(bundle_root("hvsmr_segmentation")) / "configs"
 ROI = [32, 32, 16]
 SMALL_3D = {"roi_size": ROI, "network_def#features": [8, 16, 32, 64]}  # the CPU preset's network, a small window
@@ -197,11 +207,7 @@ def test_3d_inference_from_exported_files_equals_eager(tmp_path):
         r = np.linalg.norm(np.indices(shape) - np.array(shape)[:, None, None, None] / 2, axis=0)
         volume = (100 * (r < 9 + 2 * i) + rng.normal(50, 10, shape)).astype(np.float32)
         nib.save(nib.Nifti1Image(volume, np.diag([1.2, 1.0, 2.0, 1.0])), str(inputs / f"case{i}.nii.gz"))
-    parser = ConfigParser()
-    parser.read_config(str(HVSMR / "inference.yaml"))
-    parser.read_meta(str(HVSMR / "metadata.json"))
-    for key, value in SMALL_3D.items():
-        parser[key] = value
+    parser = _inference_parser(HVSMR, SMALL_3D)
     torch.manual_seed(0)
     torch.save(parser.get_parsed_content("network_def").state_dict(), tmp_path / "model.pt")
     common = dict(meta_file=str(HVSMR / "metadata.json"), config_file=str(HVSMR / "inference.yaml"),
@@ -251,11 +257,7 @@ def test_detection_inference_from_exported_files_equals_eager(tmp_path):
     """busi_detection's inference from model.ts / model.onnx: the exported RetinaNet inside MONAI's detector (anchors,
     decoding and NMS in eager PyTorch) writes the eager run's boxes and scores."""
     inputs = _frames(tmp_path / "inputs")
-    parser = ConfigParser()
-    parser.read_config(str(DETECTION / "inference.yaml"))
-    parser.read_meta(str(DETECTION / "metadata.json"))
-    for key, value in SMALL_DET.items():
-        parser[key] = value
+    parser = _inference_parser(DETECTION, SMALL_DET)
     torch.manual_seed(0)
     network = parser.get_parsed_content("network_def")
     with torch.no_grad():  # a random head scores ~0.01 everywhere; spread the scores so that many boxes are kept
