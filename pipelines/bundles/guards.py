@@ -6,6 +6,9 @@ Every run id of the bundles (``training``, ``evaluating``, ``inference``, ``run`
 - checks the command's overrides (``python -m monai.bundle run <id> --config_file ... --key value``) before anything
   runs: an override whose top-level key (``a`` of ``--a#b v``) no config file nor the metadata defines is a
   :class:`ConfigOverrideError` naming the closest existing key (:func:`difflib.get_close_matches`);
+- turns an override written ``--key true`` / ``--key false`` (any case) into the boolean: fire, which parses MONAI's
+  command line, only reads ``True`` / ``False`` as booleans and hands ``true`` / ``false`` over as text, which every
+  ``if key:`` would take as true (``--resume false`` resumed); see :func:`coerce_flag_overrides`;
 - installs a :data:`sys.excepthook` for command-line runs (``python -m monai.bundle``, ``python -m pipelines``): an
   error the user can fix (any :class:`UserFacingError`, wherever MONAI wrapped it in ``RuntimeError: Failed to
   evaluate ConfigExpression``; a checkpoint / state-dict size mismatch) ends the output with one line that names the
@@ -39,6 +42,7 @@ __all__ = [
     "ConfigOverrideError",
     "UserFacingError",
     "check_overrides",
+    "coerce_flag_overrides",
     "command_overrides",
     "error_line",
     "guard",
@@ -330,6 +334,64 @@ def install_excepthook(run_id: str | None = None, output_dir: str | None = None)
     _quiet_handlers()
 
 
+_FLAG_TEXT = {"true": True, "false": False}
+
+
+def _running_parser() -> Any:
+    """The ``ConfigParser`` resolving the current run id (found on the stack), or None."""
+    from monai.bundle import ConfigParser
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, ConfigParser):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+def coerce_flag_overrides(overrides: Mapping[str, Any], parser: Any) -> list[str]:
+    """Replace the text ``"true"`` / ``"false"`` (any case, from ``--key true`` on the command line) of each override by
+    the boolean, in ``parser``'s config and in its not yet resolved items, so that a running command reads
+    ``--resume false`` as ``False``.
+
+    Called by :func:`guard`, the first entry of every run id: nothing but the run's output folder has been resolved
+    then. An id already resolved keeps its value (none of the boolean settings is).
+
+    Args:
+        overrides: the command's overrides (:func:`command_overrides`).
+        parser: the ``monai.bundle.ConfigParser`` of the running command.
+
+    Returns:
+        the ids changed.
+    """
+    from monai.bundle.reference_resolver import ReferenceResolver
+    from monai.bundle.utils import ID_SEP_KEY
+
+    changed = []
+    resolver = parser.ref_resolver
+    for key, value in overrides.items():
+        if str(key) in MONAI_RUN_ARGS or not isinstance(value, str) or value.strip().lower() not in _FLAG_TEXT:
+            continue
+        flag = _FLAG_TEXT[value.strip().lower()]
+        id_ = ReferenceResolver.normalize_id(str(key))
+        *parents, last = id_.split(ID_SEP_KEY)
+        node = parser.config
+        try:
+            for part in parents:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            if (node[int(last)] if isinstance(node, list) else node[last]) != value:
+                continue
+            node[int(last) if isinstance(node, list) else last] = flag
+        except (KeyError, IndexError, ValueError, TypeError):
+            continue
+        item = resolver.items.get(id_)
+        if item is not None and id_ not in resolver.resolved_content:
+            item.update_config(flag)
+        changed.append(id_)
+    return changed
+
+
 def guard(run_id: str, output_dir: str | None = None, check: bool = True) -> None:
     """First entry of every run id: check the overrides, then report errors and Ctrl-C in one line.
 
@@ -339,7 +401,8 @@ def guard(run_id: str, output_dir: str | None = None, check: bool = True) -> Non
     Args:
         run_id: the run id this entry starts (``training``, ``evaluating``, ``inference``).
         output_dir: the run's output folder.
-        check: check the overrides (false: only install the excepthook).
+        check: check the overrides and read ``--key true`` / ``--key false`` as booleans (false: only install the
+            excepthook).
 
     Raises:
         ConfigOverrideError: an override names an undefined top-level key.
@@ -353,6 +416,9 @@ def guard(run_id: str, output_dir: str | None = None, check: bool = True) -> Non
         command = command_overrides()
         if command is not None and command[1]:
             check_overrides(*command)
+        parser = _running_parser()
+        if command is not None and parser is not None:
+            coerce_flag_overrides(command[0], parser)
 
 
 def run_started() -> float | None:

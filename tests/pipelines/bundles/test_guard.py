@@ -87,6 +87,45 @@ def test_error_line_unwraps_monai_errors_and_explains_mismatches(tmp_path):
     assert "\n" not in line
 
 
+FLAG_CONFIG = """
+imports:
+  - $import json
+out: null
+resume: true
+amp: $False
+name: demo
+net:
+  use_cam: true
+  widths: [1, 2]
+run:
+  - $pipelines.bundles.guard('run', None)
+  - "$json.dump({'resume': @resume, 'amp': @amp, 'use_cam': @net#use_cam, 'name': @name, 'net': @net},
+    open(@out, 'w'))"
+"""
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"resume": "false", "amp": "TRUE", "net#use_cam": "False"}, {"resume": False, "amp": True, "use_cam": False}),
+    ({"resume": False, "amp": True}, {"resume": False, "amp": True, "use_cam": True}),  # fire's own booleans
+    ({}, {"resume": True, "amp": False, "use_cam": True}),
+])
+def test_true_false_text_overrides_become_booleans(tmp_path, overrides, expected):
+    """fire hands ``--resume false`` over as the text 'false' (truthy); the guard makes it the boolean before any
+    other setting is resolved, in leaf ids and in the components holding them."""
+    import json
+
+    from monai.bundle import run
+
+    config = tmp_path / "flags.yaml"
+    config.write_text("imports:\n  - $import pipelines\n" + FLAG_CONFIG.replace("imports:\n", "", 1))
+    out = tmp_path / "out.json"
+    run(run_id="run", config_file=str(config), out=str(out), name="false-positive", **overrides)
+    got = json.loads(out.read_text())
+    assert {k: got[k] for k in expected} == expected
+    assert got["name"] == "false-positive" and got["net"]["use_cam"] is expected["use_cam"]
+    assert got["net"]["widths"] == [1, 2]
+
+
 def _run(args, env=None, **kw):
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     env.pop("PIPELINES_DEBUG", None) if "PIPELINES_DEBUG" not in (env or {}) else None
