@@ -119,8 +119,18 @@ def demo(output_dir: str = "runs/demo", data_dir: str | None = None, epochs: int
 
 def _fire_argv(argv: Sequence[str]) -> list[str]:
     """``argv`` with ``--help`` / ``-h`` moved behind fire's ``--`` separator, so that fire shows the help of the command
-    instead of passing ``help=True`` to it (the commands take ``**kwargs``-style overrides)."""
+    instead of passing ``help=True`` to it (the commands take ``**kwargs``-style overrides), and the values ``true`` /
+    ``false`` of ``--key true`` / ``--key=false`` (any case) written ``True`` / ``False``: fire reads only those as
+    booleans and passes lowercase ones on as text, which ``if overwrite:`` would take as true."""
     argv = list(argv)
+    for i, arg in enumerate(argv):
+        if "--" in argv[:i]:
+            break
+        key, sep, value = arg.partition("=")
+        if sep and key.startswith("--") and value.lower() in ("true", "false"):
+            argv[i] = f"{key}={value.capitalize()}"
+        elif arg.lower() in ("true", "false") and i > 0 and argv[i - 1].startswith("--") and "=" not in argv[i - 1]:
+            argv[i] = arg.capitalize()
     if "--" not in argv and any(a in ("--help", "-h") for a in argv):
         argv = [a for a in argv if a not in ("--help", "-h")] + ["--", "--help"]
     return argv

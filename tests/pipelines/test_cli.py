@@ -31,6 +31,27 @@ def test_help_goes_to_fire(argv, expected):
 
 
 @pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["lung-boxes", "d", "--overwrite", "false"], ["lung-boxes", "d", "--overwrite", "False"]),
+        (["cross-validate", "b", "--evaluate=TRUE", "--num_folds", "3"],
+         ["cross-validate", "b", "--evaluate=True", "--num_folds", "3"]),
+        (["demo", "true"], ["demo", "true"]),  # a positional value, not an option's
+        (["sweep", "p", "--", "--x", "false"], ["sweep", "p", "--", "--x", "false"]),  # fire's own part
+    ],
+)
+def test_true_false_become_fire_booleans(argv, expected):
+    assert _fire_argv(argv) == expected
+
+
+def test_fire_reads_the_rewritten_flags_as_booleans():
+    import fire
+
+    got = fire.Fire(lambda **kw: kw, _fire_argv(["--overwrite", "false", "--evaluate=true", "--name", "falsey"]))
+    assert got == {"overwrite": False, "evaluate": True, "name": "falsey"}
+
+
+@pytest.mark.parametrize(
     "command, expected",
     [
         (["demo", "--help"], ["--output_dir", "--data_dir", "--epochs", "--seed", "Generate the BraTS demo data"]),
