@@ -67,7 +67,8 @@ class BestMetricState:
     validation metric, or a MONAI trainer's best ``key_train_metric`` (e.g. ``train_dice``).
 
     Without it a resumed training forgets its best score and the first validation after resuming overwrites the
-    best model even when it is worse. Put it in both the ``CheckpointSaver`` ``save_dict`` and the
+    best model even when it is worse: loading it restores the engine's best metric and seeds the engine's best-model
+    savers with it (:func:`seed_best_model_savers`). Put it in both the ``CheckpointSaver`` ``save_dict`` and the
     ``CheckpointLoader`` ``load_dict`` of a training config.
 
     Args:
@@ -84,6 +85,50 @@ class BestMetricState:
     def load_state_dict(self, state_dict: dict) -> None:
         self.engine.state.best_metric = state_dict["best_metric"]
         self.engine.state.best_metric_epoch = state_dict["best_metric_epoch"]
+        if state_dict["best_metric_epoch"] is not None and state_dict["best_metric_epoch"] >= 1:
+            seed_best_model_savers(self.engine, state_dict["best_metric"])
+
+
+def _key_metric_savers(engine: Engine) -> list:
+    """The MONAI ``CheckpointSaver`` s attached to ``engine`` that keep a best model by the key metric."""
+    from monai.handlers import CheckpointSaver
+
+    found: list = []
+    for handlers in getattr(engine, "_event_handlers", {}).values():
+        for entry in handlers:
+            owner = getattr(entry[0], "__self__", None)
+            if isinstance(owner, CheckpointSaver) and owner._key_metric_checkpoint is not None and owner not in found:
+                found.append(owner)
+    return found
+
+
+def seed_best_model_savers(engine: Engine, best_metric: float) -> int:
+    """Tell the best-model savers of ``engine`` (MONAI ``CheckpointSaver(save_key_metric=True)``) that a best model
+    with ``best_metric`` is already on disk, so that after a resume it is replaced only by a better one.
+
+    A saver keeps its best score in memory only (ignite's ``Checkpoint``): a resumed process starts with none, and its
+    first validation would overwrite ``model.pt`` whatever its score. Savers whose folder holds no saved model are
+    left alone. Returns how many savers were seeded.
+    """
+    import collections
+    import types
+
+    seeded = 0
+    for saver in _key_metric_savers(engine):
+        checkpoint = saver._key_metric_checkpoint
+        handler = checkpoint.save_handler
+        filename = getattr(handler, "filename", None) or "model.pt"
+        if not os.path.isfile(os.path.join(str(saver.save_dir), filename)) or checkpoint._saved:
+            continue
+        probe = types.SimpleNamespace(state=types.SimpleNamespace(
+            key_metric_name="key", metrics=collections.defaultdict(lambda: 1.0)))
+        try:  # the saver's score is the metric, or its negative (key_metric_negative_sign)
+            sign = float(checkpoint.score_function(probe)) if checkpoint.score_function is not None else 1.0
+        except Exception:  # noqa: BLE001 - an unusual score function: assume higher is better
+            sign = 1.0
+        checkpoint.load_state_dict({"_saved": [(sign * float(best_metric), filename)]})
+        seeded += 1
+    return seeded
 
 
 def attach_handlers(engine: Engine, handlers) -> Engine:

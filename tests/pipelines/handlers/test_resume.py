@@ -180,3 +180,53 @@ def test_prune_checkpoints_keeps_the_newest(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["checkpoint_epoch=10.pt", "checkpoint_epoch=3.pt", "model.pt"]
     with pytest.raises(ValueError):
         prune_checkpoints(str(tmp_path), keep=0)
+
+
+def _validator_with_best_model_saver(folder, scores):
+    """A validator whose key metric takes ``scores`` in turn, with the recipe's best-model saver (``model.pt``)."""
+    from monai.handlers import CheckpointSaver
+
+    net = torch.nn.Linear(1, 1)
+    validator = Engine(lambda e, b: None)
+    validator.state.best_metric, validator.state.best_metric_epoch = -1, -1
+    values = iter(scores)
+
+    @validator.on(Events.EPOCH_COMPLETED)
+    def _metric(engine):  # before the saver, as MONAI's metric handlers
+        engine.state.metrics["val_mean_dice"] = next(values)
+        engine.state.key_metric_name = "val_mean_dice"
+
+    CheckpointSaver(save_dir=str(folder), save_dict={"model": net}, save_key_metric=True,
+                    key_metric_filename="model.pt").attach(validator)
+    return validator, net
+
+
+@pytest.mark.parametrize("on_disk, later_score, replaced", [
+    (True, 0.5, False),  # worse than the stored best: model.pt stays
+    (True, 0.9, True),  # better: replaced
+    (False, 0.5, True),  # nothing saved before: the first validation saves
+])
+def test_resumed_best_metric_keeps_a_better_best_model(tmp_path, on_disk, later_score, replaced):
+    """After a resume the best-model saver knows the stored best score (BestMetricState seeds it), so the first
+    validation no longer overwrites model.pt with a worse model."""
+    from pipelines.handlers.checkpoints import BestMetricState
+
+    if on_disk:
+        torch.save({"marker": torch.tensor(8.0)}, tmp_path / "model.pt")
+    validator, net = _validator_with_best_model_saver(tmp_path, [later_score])
+    BestMetricState(validator).load_state_dict({"best_metric": 0.8, "best_metric_epoch": 4})
+    assert validator.state.best_metric == 0.8
+    validator.run([0], max_epochs=1)
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert ("weight" in saved) is replaced and ("marker" in saved) is (not replaced)
+
+
+def test_never_validated_state_seeds_nothing(tmp_path):
+    from pipelines.handlers.checkpoints import BestMetricState, seed_best_model_savers
+
+    torch.save({"marker": torch.tensor(8.0)}, tmp_path / "model.pt")
+    validator, _ = _validator_with_best_model_saver(tmp_path, [0.1])
+    BestMetricState(validator).load_state_dict({"best_metric": -1, "best_metric_epoch": -1})
+    validator.run([0], max_epochs=1)
+    assert "weight" in torch.load(tmp_path / "model.pt", weights_only=True)
+    assert seed_best_model_savers(Engine(lambda e, b: None), 0.5) == 0  # no saver attached
