@@ -122,6 +122,11 @@ def test_multi_gpu_train_overlay(bundle, rank):
         else:
             assert re.search(r"distributed\.wrap\((pipelines\.engines\.prepare_network\()?@network_def", parser["network"])
 
+    # each rank its own random stream (seed + rank), so the ranks' augmentations differ
+    parser.get_parsed_content("determinism")
+    expected = torch.rand(3, generator=torch.Generator().manual_seed(parser.get_parsed_content("seed") + rank))
+    assert torch.equal(torch.rand(3), expected)
+
     # no torchrun group: one process's objects
     network = parser.get_parsed_content("network")
     assert network is parser.get_parsed_content("network_def")
