@@ -65,7 +65,6 @@ __all__ = [
     "ExportedRetinaNet",
     "ResNetFPNFeatures",
     "build_detector",
-    "detection_network",
     "load_backbone_weights",
     "patch_missing_torchvision",
     "retinanet",
@@ -366,8 +365,7 @@ def _anchor_levels(anchor_sizes: Sequence, num_levels: int | None) -> tuple[tupl
 
 
 class ExportedRetinaNet(nn.Module):
-    """An exported RetinaNet (a TorchScript or ONNX file, loaded by
-    :func:`pipelines.predictors.load_exported_network`) that MONAI's ``RetinaNetDetector`` can run: the detector reads
+    """An exported RetinaNet (a TorchScript or ONNX file, as ``pipelines.predictors.load_exported_network`` loads it) that MONAI's ``RetinaNetDetector`` can run: the detector reads
     ``spatial_dims``, ``num_classes``, ``num_anchors``, ``size_divisible``, ``cls_key``, ``box_reg_key`` (and
     :func:`build_detector` the number of pyramid levels) from its network, which an exported file does not carry, so
     they are copied from ``template``, the eager network of the same settings (its weights are not used). Anchors, box
@@ -407,18 +405,6 @@ class ExportedRetinaNet(nn.Module):
                 f"output_keys=[{self.cls_key!r}, {self.box_reg_key!r}]."
             )
         return {self.cls_key: list(out[self.cls_key]), self.box_reg_key: list(out[self.box_reg_key])}
-
-
-def detection_network(network: nn.Module, exported_model: str | None = None, device: torch.device | str = "cpu"):
-    """The network a detection inference runs: ``network`` on ``device``, or, with ``exported_model`` (a ``.ts`` /
-    ``.onnx`` file), that file wrapped in :class:`ExportedRetinaNet` with ``network``'s settings (a bundle checkpoint
-    is then not loaded)."""
-    from pipelines.predictors.exported import select_network
-
-    if not exported_model:
-        return network.to(device)
-    keys = [getattr(network, "cls_key", "classification"), getattr(network, "box_reg_key", "box_regression")]
-    return ExportedRetinaNet(select_network(network, exported_model, device, keys), network)
 
 
 def build_detector(

@@ -42,9 +42,10 @@ __all__ += ['DetectionPredictor', 'draw_detections']
 from .exported import (  # noqa: E402
     EXPORT_EXTENSIONS,
     OnnxNetwork,
+    detection_network,
     is_exported_network,
     load_exported_network,
     select_network,
 )
 
-__all__ += ['EXPORT_EXTENSIONS', 'OnnxNetwork', 'is_exported_network', 'load_exported_network', 'select_network']
+__all__ += ['EXPORT_EXTENSIONS', 'OnnxNetwork', 'detection_network', 'is_exported_network', 'load_exported_network', 'select_network']

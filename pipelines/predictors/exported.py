@@ -21,7 +21,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["EXPORT_EXTENSIONS", "OnnxNetwork", "is_exported_network", "load_exported_network", "select_network"]
+__all__ = ["EXPORT_EXTENSIONS", "OnnxNetwork", "detection_network", "is_exported_network", "load_exported_network",
+           "select_network"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,3 +181,18 @@ def select_network(
     if not exported_model:
         return network.to(device)
     return load_exported_network(str(exported_model), device=device, output_keys=output_keys)
+
+
+def detection_network(
+    network: nn.Module, exported_model: str | None = None, device: torch.device | str = "cpu"
+) -> nn.Module:
+    """The network a detection inference runs: ``network`` (a RetinaNet) on ``device``, or, with ``exported_model`` (a
+    ``.ts`` / ``.onnx`` file), that file wrapped in :class:`networks.nets.retinanet.ExportedRetinaNet` with
+    ``network``'s settings, so that MONAI's detector (anchors, box decoding, NMS) runs around it; a bundle checkpoint
+    is then not loaded (:func:`is_exported_network`)."""
+    from networks.nets.retinanet import ExportedRetinaNet
+
+    if not exported_model:
+        return network.to(device)
+    keys = [getattr(network, "cls_key", "classification"), getattr(network, "box_reg_key", "box_regression")]
+    return ExportedRetinaNet(select_network(network, exported_model, device, keys), network)
