@@ -107,8 +107,8 @@ def seed_best_model_savers(engine: Engine, best_metric: float) -> int:
     with ``best_metric`` is already on disk, so that after a resume it is replaced only by a better one.
 
     A saver keeps its best score in memory only (ignite's ``Checkpoint``): a resumed process starts with none, and its
-    first validation would overwrite ``model.pt`` whatever its score. Savers whose folder holds no saved model are
-    left alone. Returns how many savers were seeded.
+    first validation would overwrite ``model.pt`` whatever its score. Savers whose folder holds no readable saved model
+    (none yet, or one cut by a stopped run) are left alone. Returns how many savers were seeded.
     """
     import collections
     import types
@@ -118,7 +118,13 @@ def seed_best_model_savers(engine: Engine, best_metric: float) -> int:
         checkpoint = saver._key_metric_checkpoint
         handler = checkpoint.save_handler
         filename = getattr(handler, "filename", None) or "model.pt"
-        if not os.path.isfile(os.path.join(str(saver.save_dir), filename)) or checkpoint._saved:
+        path = os.path.join(str(saver.save_dir), filename)
+        if checkpoint._saved or not os.path.isfile(path):
+            continue
+        try:  # a file cut by a stopped run is not a best model to keep: the next validation replaces it
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file
+            logger.warning(f"{path} cannot be read ({type(exc).__name__}); the next validation replaces it.")
             continue
         probe = types.SimpleNamespace(state=types.SimpleNamespace(
             key_metric_name="key", metrics=collections.defaultdict(lambda: 1.0)))

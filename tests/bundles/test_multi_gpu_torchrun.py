@@ -137,7 +137,8 @@ def test_two_processes_train_resume_and_match_single_process_evaluation(bundle, 
     assert [p.relative_to(out) for p in out.rglob("model.pt")] == [Path("models/model.pt")]
     state = torch.load(models / "model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state)
-    # the resumed run's first validation (epoch done + 1) wrote it: MONAI's best-model saver starts afresh per process
+    # model.pt is the best validation of both runs: the resumed run's saver knows the stored best score
+    # (BestMetricState), so its validation of epoch done + 1 replaced model.pt only if it was better
     distributed = _tensorboard_scalars(out / "logs", "val_mean_dice")
     assert done + 1 in distributed, distributed
 
@@ -155,4 +156,4 @@ def test_two_processes_train_resume_and_match_single_process_evaluation(bundle, 
     single = float(evaluator.state.metrics["val_mean_dice"])
     wf.finalize()
     assert not isinstance(network, torch.nn.parallel.DistributedDataParallel)
-    assert single == pytest.approx(distributed[done + 1], abs=TOLERANCE)
+    assert single == pytest.approx(max(distributed.values()), abs=TOLERANCE), distributed

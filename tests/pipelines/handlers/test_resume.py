@@ -205,6 +205,7 @@ def _validator_with_best_model_saver(folder, scores):
     (True, 0.5, False),  # worse than the stored best: model.pt stays
     (True, 0.9, True),  # better: replaced
     (False, 0.5, True),  # nothing saved before: the first validation saves
+    ("cut", 0.5, True),  # a model.pt cut by a stopped run is replaced
 ])
 def test_resumed_best_metric_keeps_a_better_best_model(tmp_path, on_disk, later_score, replaced):
     """After a resume the best-model saver knows the stored best score (BestMetricState seeds it), so the first
@@ -213,6 +214,8 @@ def test_resumed_best_metric_keeps_a_better_best_model(tmp_path, on_disk, later_
 
     if on_disk:
         torch.save({"marker": torch.tensor(8.0)}, tmp_path / "model.pt")
+    if on_disk == "cut":
+        (tmp_path / "model.pt").write_bytes((tmp_path / "model.pt").read_bytes()[:40])
     validator, net = _validator_with_best_model_saver(tmp_path, [later_score])
     BestMetricState(validator).load_state_dict({"best_metric": 0.8, "best_metric_epoch": 4})
     assert validator.state.best_metric == 0.8
