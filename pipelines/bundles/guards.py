@@ -47,6 +47,7 @@ __all__ = [
     "error_line",
     "guard",
     "install_excepthook",
+    "running_parser",
 ]
 
 #: arguments of ``monai.bundle run`` (and of the workflow it creates) that are not config overrides
@@ -337,8 +338,9 @@ def install_excepthook(run_id: str | None = None, output_dir: str | None = None)
 _FLAG_TEXT = {"true": True, "false": False}
 
 
-def _running_parser() -> Any:
-    """The ``ConfigParser`` resolving the current run id (found on the stack), or None."""
+def running_parser() -> Any:
+    """The MONAI ``ConfigParser`` whose method is on the call stack (the one evaluating the current config
+    expression), or None."""
     from monai.bundle import ConfigParser
 
     frame = sys._getframe(1)
@@ -416,7 +418,7 @@ def guard(run_id: str, output_dir: str | None = None, check: bool = True) -> Non
         command = command_overrides()
         if command is not None and command[1]:
             check_overrides(*command)
-        parser = _running_parser()
+        parser = running_parser()
         if command is not None and parser is not None:
             coerce_flag_overrides(command[0], parser)
 

@@ -18,7 +18,6 @@ reads a file through it.
 from __future__ import annotations
 
 import glob
-import inspect
 import logging
 import os
 import re
@@ -210,15 +209,6 @@ def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, torch.device) else f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
-def _running_parser():
-    """The MONAI ``ConfigParser`` whose method is on the call stack (the one evaluating the current config
-    expression), or None."""
-    from monai.bundle import ConfigParser
-
-    owners = (info.frame.f_locals.get("self") for info in inspect.stack(0))
-    return next((owner for owner in owners if isinstance(owner, ConfigParser)), None)
-
-
 def resolve_run_settings(ids: Sequence[str], parser=None) -> dict[str, Any]:
     """The resolved values of the config ``ids`` that define a run, flattened to ``id`` / ``id#arg`` -> plain value.
 
@@ -235,7 +225,9 @@ def resolve_run_settings(ids: Sequence[str], parser=None) -> dict[str, Any]:
     Raises:
         RuntimeError: no parser given and none is running.
     """
-    parser = parser if parser is not None else _running_parser()
+    from ..bundles.guards import running_parser
+
+    parser = parser if parser is not None else running_parser()
     if parser is None:
         raise RuntimeError("resolve_run_settings needs a monai.bundle.ConfigParser (call it from a bundle config).")
     settings: dict[str, Any] = {}

@@ -50,8 +50,11 @@ from monai.utils import (
     optional_import,
 )
 
-from networks.blocks.norm import replace_instance_norms
-from pipelines.engines.precision import autocast_dtype
+from pipelines.engines.precision import (
+    autocast_dtype,
+    prepare_network,
+    to_channels_last,
+)
 
 tqdm, _ = optional_import("tqdm", name="tqdm")
 
@@ -103,15 +106,6 @@ def _unwrap(network: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]
     if isinstance(network, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
         return network.module
     return network
-
-
-def _channels_last(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in channels-last memory format when it is 4D or 5D (convolution weights), else unchanged."""
-    if t.ndim == 4:
-        return t.contiguous(memory_format=torch.channels_last)
-    if t.ndim == 5:
-        return t.contiguous(memory_format=torch.channels_last_3d)
-    return t
 
 
 class FastSlidingWindowInferer(Inferer):
@@ -356,10 +350,7 @@ class FastSlidingWindowInferer(Inferer):
         module = copy.deepcopy(_unwrap(network))
         if self.network_dtype is not None:
             module = module.to(self.network_dtype)
-        if self.channels_last:
-            module._apply(_channels_last)
-            replace_instance_norms(module)
-        return module
+        return prepare_network(module, channels_last=self.channels_last)
 
     @staticmethod
     def _refresh_copy(source: torch.nn.Module, target: torch.nn.Module) -> None:
@@ -377,8 +368,8 @@ class FastSlidingWindowInferer(Inferer):
         are set up here); returns the raw network output."""
         if self.network_dtype is not None:
             win = win.to(self.network_dtype)
-        if self.channels_last and win.ndim in (4, 5):
-            win = win.contiguous(memory_format=torch.channels_last if win.ndim == 4 else torch.channels_last_3d)
+        if self.channels_last:
+            win = to_channels_last(win)
         if not self.amp:
             return network(win, *args, **kwargs)
         dtype = self.autocast_dtype or autocast_dtype(win.device, True)
